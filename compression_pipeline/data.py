@@ -1,0 +1,94 @@
+"""Datasets: read the raw data, turn it into seeded, stratified, scaled train/val/test splits.
+
+Raw data is an array ``X`` of shape (n, h*w) or (n, h, w) with raw pixel values and integer labels
+``y``. Preprocessing scales pixels into [0, 1] and keeps everything else as it is: finding bad
+values is the job of the data-quality gates, which must see them.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from compression_pipeline.errors import DatasetError
+from compression_pipeline.settings import resolve_inside
+
+SPLITS = ("train", "val", "test")
+
+
+def load_raw(dataset, data_root: str | Path) -> tuple[np.ndarray, np.ndarray, str]:
+    """Return (X, y, source description). ``dataset`` is a ``recipe.Dataset``."""
+    if dataset.source == "sklearn_digits":
+        from sklearn.datasets import load_digits
+
+        d = load_digits()
+        return d.data.astype(np.float64), d.target.astype(np.int64), "sklearn.datasets.load_digits"
+    path = resolve_inside(Path(data_root), dataset.path)
+    name = str(path)
+    if not path.is_file():
+        raise DatasetError(name, "file not found")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            missing = {"X", "y"} - set(f.files)
+            if missing:
+                raise DatasetError(name, f"missing arrays {sorted(missing)}; an .npz dataset holds 'X' and 'y'")
+            X, y = f["X"], f["y"]
+    except DatasetError:
+        raise
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise DatasetError(name, f"not a readable .npz file ({type(e).__name__}: {e})") from None
+    h, w = dataset.image_shape
+    if X.ndim == 3:
+        X = X.reshape(len(X), -1)
+    if X.ndim != 2 or X.shape[1] != h * w:
+        raise DatasetError(name, f"X has shape {X.shape}; expected (n, {h * w}) or (n, {h}, {w}) for image_shape {h}x{w}")
+    if y.ndim != 1 or len(y) != len(X):
+        raise DatasetError(name, f"y has shape {y.shape}; expected ({len(X)},), one label per row of X")
+    if not np.issubdtype(X.dtype, np.number):
+        raise DatasetError(name, f"X has dtype {X.dtype}; expected a numeric dtype")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise DatasetError(name, f"y has dtype {y.dtype}; expected integer class labels")
+    if len(X) == 0:
+        raise DatasetError(name, "the dataset has no rows")
+    return X.astype(np.float64), y.astype(np.int64), name
+
+
+def preprocess(X: np.ndarray, y: np.ndarray, dataset) -> dict[str, np.ndarray]:
+    """Seeded stratified split into train/val/test, pixels scaled into [0, 1] as float32."""
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(len(X))
+    counts = np.bincount(y - y.min()) if len(y) else np.array([])
+    stratify = y if len(counts) and counts[counts > 0].min() >= 3 else None
+    try:
+        rest, test = train_test_split(idx, test_size=dataset.split.test, random_state=dataset.seed, stratify=stratify)
+        val_share = dataset.split.val / (1 - dataset.split.test)
+        train, val = train_test_split(rest, test_size=val_share, random_state=dataset.seed,
+                                      stratify=None if stratify is None else y[rest])
+    except ValueError as e:
+        raise DatasetError("splits", f"cannot split {len(X)} rows into train/val/test: {e}") from None
+    Xs = (X / dataset.value_max).astype(np.float32)
+    out = {}
+    for name, part in zip(SPLITS, (np.sort(train), np.sort(val), np.sort(test))):
+        out[f"X_{name}"], out[f"y_{name}"] = Xs[part], y[part]
+    return out
+
+
+def to_npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return buf.getvalue()
+
+
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as f:
+        return {k: f[k] for k in f.files}
+
+
+def as_images(X: np.ndarray, image_shape) -> np.ndarray:
+    """(n, h*w) -> (n, 1, h, w) float32: the models' input layout."""
+    h, w = image_shape
+    return np.ascontiguousarray(X.reshape(len(X), 1, h, w), dtype=np.float32)

@@ -1,0 +1,92 @@
+"""ONNX: export from PyTorch, ONNX Runtime sessions on the best device that really loads, predictions, parity."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from compression_pipeline.data import as_images
+
+# onnxruntime-gpu 1.31 reads IR version <= 13 (onnx 1.23 writes 14 by default); 10 is read by every current ORT.
+IR_VERSION = 10
+
+
+def export_torch(module, spec, path: Path) -> None:
+    """Export with the dynamo exporter, a dynamic batch dimension, weights inside the one file."""
+    import onnx
+    import torch
+
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    module = module.eval()
+    example = torch.zeros((2, *spec.in_shape), dtype=torch.float32)
+    program = torch.onnx.export(module, (example,), input_names=["input"], output_names=["logits"],
+                                dynamic_shapes=({0: torch.export.Dim("batch")},), external_data=False, verbose=False)
+    model = program.model_proto
+    model.ir_version = min(model.ir_version, IR_VERSION)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+@lru_cache(maxsize=1)
+def cuda_usable() -> bool:
+    """True only when a CUDA driver really loads here (the onnxruntime-gpu wheel lists CUDA even without one)."""
+    try:
+        ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return False
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+def providers_for(device: str) -> list[str]:
+    """Providers to ask for: only those that can load, so nothing falls back silently."""
+    if device == "cuda" and not cuda_usable():
+        raise RuntimeError("device 'cuda' was asked for, but no usable CUDA driver/provider is present")
+    if device in ("cuda", "auto") and cuda_usable():
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def session(path: Path | str, device: str = "cpu", threads: int | None = None):
+    """An InferenceSession; check ``session.get_providers()[0]`` for the provider really used."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if threads:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), sess_options=opts, providers=providers_for(device))
+
+
+def predict(sess, X: np.ndarray, image_shape, batch_size: int = 256) -> np.ndarray:
+    name = sess.get_inputs()[0].name
+    out = [sess.run(None, {name: as_images(X[i: i + batch_size], image_shape)})[0] for i in range(0, len(X), batch_size)]
+    return np.concatenate(out).astype(np.float32)
+
+
+def param_count(path: Path) -> tuple[int, int]:
+    """(parameters, nonzero parameters): the weight and bias initializers, float or quantized.
+
+    Quantization scales and zero points (inputs 1 and 2 of Q/DQ nodes) and int64 shape tensors are not parameters.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    qparams = {n for node in model.graph.node if node.op_type in ("QuantizeLinear", "DequantizeLinear")
+               for n in node.input[1:]}
+    kinds = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.INT8, onnx.TensorProto.UINT8,
+             onnx.TensorProto.INT32)
+    total = nonzero = 0
+    for init in model.graph.initializer:
+        if init.data_type in kinds and init.name not in qparams and len(init.dims) > 0:
+            a = numpy_helper.to_array(init)
+            total += a.size
+            nonzero += int(np.count_nonzero(a))
+    return total, nonzero

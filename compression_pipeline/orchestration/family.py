@@ -1,0 +1,197 @@
+"""The asset factory: one recipe in, one family of assets, checks, a job and a schedule out.
+
+Keys are ``<family>/<noun>``: ``raw_dataset``, ``splits``, ``<framework>_<model>`` (a trained or compressed
+model), ``<framework>_<model>_onnx`` (the export of a framework-native model), ``<framework>_<model>_benchmark``
+and ``report``. Groups are stages. A variant depends on its parent, so the graph is the lineage.
+"""
+
+
+import dagster as dg
+
+from compression_pipeline import stages
+from compression_pipeline.artifacts import Handle
+from compression_pipeline.methods import get_method
+from compression_pipeline.orchestration.resources import PipelineResource
+from compression_pipeline.quality import GATES as DATA_GATES
+from compression_pipeline.recipe import Recipe
+from compression_pipeline.report import build as build_report, markdown, write as write_report
+
+KINDS = {"torch": "pytorch", "onnx": "onnx"}
+GPU_TAGS = {"dagster-k8s/config": {"container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}}}}}
+AUTOMATION = dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
+
+
+def _checks(key: dg.AssetKey, names, description: str) -> list[dg.AssetCheckSpec]:
+    return [dg.AssetCheckSpec(n, asset=key, blocking=True, description=description) for n in names]
+
+
+def _emit(handle: Handle, extra_metadata: dict | None = None):
+    """Yield the output (with data version = content hash) and one check result per gate recorded in the handle."""
+    meta = {k: v for k, v in handle.info.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)}
+    if handle.artifact:
+        meta.update(artifact=handle.artifact.path, sha256=handle.artifact.sha256, file_bytes=handle.artifact.bytes)
+    meta.update(extra_metadata or {})
+    version = dg.DataVersion(handle.artifact.sha256[:16]) if handle.artifact else None
+    yield dg.Output(handle, metadata=meta, data_version=version)
+    for g in handle.info.get("gates", []):
+        md = {k: (dg.MetadataValue.json(v) if isinstance(v, (list, dict)) else v) for k, v in g["metadata"].items()}
+        yield dg.AssetCheckResult(check_name=g["name"], passed=g["passed"], description=g["description"],
+                                  metadata=md, severity=dg.AssetCheckSeverity.ERROR)
+
+
+class Family:
+    def __init__(self, recipe: Recipe):
+        self.r = recipe
+        self.assets: list[dg.AssetsDefinition] = []
+        self.key = lambda noun: dg.AssetKey([recipe.name, noun])
+
+    # -- keys -------------------------------------------------------------------------------------------
+    def model_key(self, fw: str, name: str) -> dg.AssetKey:
+        return self.key(f"{fw}_{name}")
+
+    def deployable_key(self, fw: str, name: str) -> dg.AssetKey:
+        """The ONNX artifact that is evaluated and benchmarked for a model."""
+        native = self.r.form(name, fw) != "onnx"
+        return self.key(f"{fw}_{name}_onnx") if native else self.model_key(fw, name)
+
+    def _asset(self, key, group, ins, fn, *, kinds, checks=(), check_doc="", version_of=(), **kw):
+        r = self.r
+
+        # Two inputs may name the same asset (a variant of the baseline reads it as parent and as reference):
+        # Dagster takes each upstream asset once, so load it once and hand it to every name that asks.
+        first = {}
+        for name, upstream in ins.items():
+            first.setdefault(upstream, name)
+
+        @dg.asset(key=key, group_name=group, ins={n: dg.AssetIn(key=k) for k, n in first.items()},
+                  check_specs=_checks(key, checks, check_doc), kinds=set(kinds), io_manager_key="handles",
+                  code_version=r.entry_version(*version_of), automation_condition=AUTOMATION,
+                  description=(fn.__doc__ or "").strip() or None, **kw)
+        def _body(context: dg.AssetExecutionContext, pipeline: PipelineResource, **inputs):
+            yield from fn(context, pipeline, **{n: inputs[first[k]] for n, k in ins.items()})
+
+        self.assets.append(_body)
+        return _body
+
+    # -- the graph --------------------------------------------------------------------------------------
+    def build(self) -> list[dg.AssetsDefinition]:
+        r = self.r
+
+        def raw_dataset(context, pipeline):
+            """The raw dataset, as declared by the recipe's `dataset` block."""
+            yield from _emit(stages.raw_dataset(r, pipeline.store(), pipeline.data_root))
+
+        def splits(context, pipeline, raw):
+            """Seeded, stratified train/val/test splits scaled into [0, 1], gated by Great Expectations suites."""
+            yield from _emit(stages.splits(r, pipeline.store(), raw))
+
+        self._asset(self.key("raw_dataset"), "data", {}, raw_dataset, kinds={"numpy"}, version_of=("dataset",))
+        self._asset(self.key("splits"), "data", {"raw": self.key("raw_dataset")}, splits, kinds={"numpy"},
+                    checks=DATA_GATES, check_doc="Great Expectations suite on the splits", version_of=("dataset",))
+        for fw in r.baseline.frameworks:
+            self._framework(fw)
+        self._report()
+        return self.assets
+
+    def _framework(self, fw: str) -> None:
+        r, splits_key = self.r, self.key("splits")
+
+        def baseline(context, pipeline, splits):
+            """The baseline model trained on the training split (best validation epoch kept)."""
+            yield from _emit(stages.torch_baseline(r, pipeline.store(), splits, pipeline.threads, log=context.log.info))
+
+        self._asset(self.model_key(fw, "baseline"), "models", {"splits": splits_key}, baseline, kinds={KINDS[fw]},
+                    checks=["accuracy_gate"], check_doc="test accuracy >= the recipe's floor",
+                    version_of=("dataset", "baseline", "gates"))
+        self._export(fw, "baseline")
+        for name in self._ordered_variants():
+            variant = r.variants[name]
+            method = get_method(variant.method)
+            parent_form = r.form(variant.parent, fw)
+            if parent_form in method.impls and parent_form != "onnx":
+                raise NotImplementedError(f"{fw}-level methods arrive with the method suite ({variant.method})")
+            self._onnx_variant(fw, name)
+        for name in ["baseline", *self._ordered_variants()]:
+            self._benchmark(fw, name)
+
+    def _ordered_variants(self) -> list[str]:
+        return sorted(self.r.variants, key=lambda n: (len(self.r.chain(n)), n))
+
+    def _export(self, fw: str, name: str) -> None:
+        r = self.r
+        ins = {"model": self.model_key(fw, name), "splits": self.key("splits")}
+        if name != "baseline":
+            ins["baseline_export"] = self.deployable_key(fw, "baseline")
+
+        def export(context, pipeline, model, splits, baseline_export=None):
+            """The deployable ONNX export, checked for parity with its source model and gated on accuracy."""
+            yield from _emit(stages.export_torch(r, pipeline.store(), model, splits, baseline_export, pipeline.threads))
+
+        self._asset(self.deployable_key(fw, name), "exports", ins, export, kinds={"onnx"},
+                    checks=["parity", "accuracy_gate"], check_doc="ONNX Runtime parity and accuracy on the export",
+                    version_of=("gates", f"variants.{name}"))
+
+    def _onnx_variant(self, fw: str, name: str) -> None:
+        r, v = self.r, self.r.variants[name]
+        ins = {"source": self.deployable_key(fw, v.parent), "splits": self.key("splits"),
+               "baseline_export": self.deployable_key(fw, "baseline")}
+
+        def variant(context, pipeline, source, splits, baseline_export):
+            yield from _emit(stages.onnx_variant(r, pipeline.store(), name, fw, source, splits, baseline_export,
+                                                 pipeline.threads))
+
+        variant.__doc__ = f"{v.method} of {v.parent} ({get_method(v.method).description}); accuracy measured with ONNX Runtime."
+        self._asset(self.model_key(fw, name), "models", ins, variant, kinds={"onnx"}, checks=["accuracy_gate"],
+                    check_doc="accuracy drop vs the baseline within the recipe's tolerance",
+                    version_of=("gates", f"variants.{name}"))
+
+    def _benchmark(self, fw: str, name: str) -> None:
+        r = self.r
+        ins = {"deployable": self.deployable_key(fw, name)}
+        native = r.form(name, fw) == fw
+        if native:
+            ins["model"] = self.model_key(fw, name)
+
+        def bench(context, pipeline, deployable, model=None):
+            """Latency matrix (runtimes x batch sizes) on the best device present; the provider really used is recorded."""
+            h = stages.benchmark(r, pipeline.store(), deployable, model)
+            numbers = {f"{x['runtime']}_b{x['batch_size']}_{k}": x[k] for x in h.info["results"]
+                       for k in ("p50_ms", "p99_ms", "throughput")}
+            numbers["providers"] = ", ".join(sorted({x["provider"] for x in h.info["results"]}))
+            yield from _emit(h, numbers)
+
+        self._asset(self.key(f"{fw}_{name}_benchmark"), "benchmarks", ins, bench, kinds={"onnx", KINDS[fw]} if native else {"onnx"},
+                    version_of=("benchmark",), pool="gpu", op_tags=GPU_TAGS)
+
+    def _report(self) -> None:
+        r = self.r
+        names = ["baseline", *self._ordered_variants()]
+        pairs = [(fw, n) for fw in r.baseline.frameworks for n in names]
+        ins = {}
+        for fw, n in pairs:
+            ins[f"d_{fw}_{n}"] = self.deployable_key(fw, n)
+            ins[f"b_{fw}_{n}"] = self.key(f"{fw}_{n}_benchmark")
+
+        def report(context, pipeline, **handles):
+            """The family comparison: accuracy, drop, params, size, latency and speedup per model."""
+            rep = build_report(r, [(handles[f"d_{fw}_{n}"], handles[f"b_{fw}_{n}"]) for fw, n in pairs])
+            paths = write_report(rep, pipeline.store())
+            table = markdown(rep)
+            yield dg.Output(Handle(info={"paths": paths, "models": len(rep["models"])}),
+                            metadata={"table": dg.MetadataValue.md(table),
+                                      "report_json": dg.MetadataValue.path(paths["json"]),
+                                      "report_md": dg.MetadataValue.path(paths["md"]),
+                                      "models": len(rep["models"])})
+
+        self._asset(self.key("report"), "reports", ins, report, kinds={"json", "markdown"},
+                    version_of=("benchmark", "gates"))
+
+
+def family_definitions(recipe: Recipe) -> tuple[list, list, list]:
+    """(assets, jobs, schedules) of one recipe."""
+    assets = Family(recipe).build()
+    job = dg.define_asset_job(f"{recipe.name}_recompress", selection=dg.AssetSelection.key_prefixes([recipe.name]),
+                              description=f"Recompress and rebenchmark the {recipe.name} family.")
+    schedule = dg.ScheduleDefinition(name=f"{recipe.name}_nightly", job=job, cron_schedule=recipe.schedule,
+                                     default_status=dg.DefaultScheduleStatus.RUNNING)
+    return assets, [job], [schedule]

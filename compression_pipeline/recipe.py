@@ -1,0 +1,250 @@
+"""Recipes: the declarative layer. One YAML file in assets/ declares one model family.
+
+``load_recipe`` parses a file into typed, validated models. Every problem is a ``RecipeError`` naming
+the file, the field (e.g. ``variants.int8.calibration``), the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from compression_pipeline.errors import RecipeError
+from compression_pipeline.methods.registry import MethodConfig, get_method
+
+FRAMEWORKS = ("torch",)
+RUNTIMES = ("onnxruntime", "torch")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Split(Strict):
+    val: float = Field(0.15, gt=0, lt=0.5)
+    test: float = Field(0.2, gt=0, lt=0.5)
+
+
+class Dataset(Strict):
+    source: Literal["sklearn_digits", "npz"] = "sklearn_digits"
+    path: str | None = None  # for npz: relative to the data root; arrays X (n, h*w or n, h, w) and y (n,)
+    image_shape: tuple[int, int] = (8, 8)
+    classes: list[int] = Field(default_factory=lambda: list(range(10)))
+    value_max: float = Field(16.0, gt=0)  # raw pixel values are scaled by 1/value_max into [0, 1]
+    split: Split = Split()
+    seed: int = 0
+    min_rows: int = Field(100, ge=1)  # the row-count gate on the training split
+    max_class_kl: float = Field(0.05, gt=0)  # the class-balance gate: KL(split || uniform)
+
+    @model_validator(mode="after")
+    def _path_matches_source(self):
+        if self.source == "npz" and not self.path:
+            raise ValueError("source 'npz' needs a 'path' (relative to the data root)")
+        if self.source == "sklearn_digits" and self.path:
+            raise ValueError("source 'sklearn_digits' takes no 'path'")
+        return self
+
+
+class Baseline(Strict):
+    arch: Literal["cnn"] = "cnn"
+    width: int = Field(64, ge=1, le=1024)
+    epochs: int = Field(8, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    frameworks: list[Literal["torch"]] = Field(default_factory=lambda: ["torch"], min_length=1)
+
+
+class Tolerance(Strict):
+    value: float = Field(ge=0)
+    mode: Literal["absolute", "relative"] = "absolute"
+
+    def allows(self, reference: float, accuracy: float) -> bool:
+        return drop(reference, accuracy, self.mode) <= self.value + 1e-12
+
+
+def drop(reference: float, accuracy: float, mode: str) -> float:
+    """Accuracy drop of ``accuracy`` against ``reference``: in points of accuracy (absolute) or as a fraction of it."""
+    d = reference - accuracy
+    return d if mode == "absolute" else d / max(reference, 1e-12)
+
+
+class Gates(Strict):
+    accuracy_floor: float = Field(0.95, ge=0, le=1)
+    max_accuracy_drop: Tolerance = Tolerance(value=0.01, mode="absolute")
+    parity_atol: float = Field(1e-3, gt=0)  # max |logit difference| between a model and its ONNX export
+
+
+class Benchmark(Strict):
+    runtimes: list[Literal["onnxruntime", "torch"]] = Field(default_factory=lambda: ["onnxruntime", "torch"])
+    batch_sizes: list[int] = Field(default_factory=lambda: [1, 32], min_length=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int | None = Field(None, ge=1)  # None: one per core
+    warmup_runs: int = Field(10, ge=0)
+    warmup_s: float = Field(1.0, ge=0)
+    min_runs: int = Field(50, ge=1)
+    min_time_s: float = Field(1.0, ge=0)
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _positive(cls, v):
+        if any(b < 1 for b in v):
+            raise ValueError("batch sizes must be >= 1")
+        return v
+
+
+class Variant(Strict):
+    parent: str = Field(alias="from")
+    method: str
+    config: MethodConfig
+    max_accuracy_drop: Tolerance | None = None  # overrides the recipe's gate for this variant
+
+
+class Recipe(Strict):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    description: str = ""
+    dataset: Dataset = Dataset()
+    baseline: Baseline = Baseline()
+    gates: Gates = Gates()
+    variants: dict[str, Variant] = Field(default_factory=dict)
+    benchmark: Benchmark = Benchmark()
+    schedule: str = "0 2 * * *"
+    source_path: str = ""
+    raw: dict[str, Any] = Field(default_factory=dict, repr=False)
+
+    # --- lineage helpers -------------------------------------------------------------------------
+    def chain(self, name: str) -> list[str]:
+        """Names from the baseline down to ``name`` (inclusive)."""
+        out = [name]
+        while out[-1] != "baseline":
+            out.append(self.variants[out[-1]].parent)
+        return out[::-1]
+
+    def form(self, name: str, framework: str) -> str:
+        if name == "baseline":
+            return framework
+        v = self.variants[name]
+        return get_method(v.method).output_form(self.form(v.parent, framework))
+
+    def tolerance(self, name: str) -> Tolerance:
+        v = self.variants.get(name)
+        return (v and v.max_accuracy_drop) or self.gates.max_accuracy_drop
+
+    def entry_version(self, *parts: str) -> str:
+        """Code version of an asset: a hash of the recipe entries it is built from (and the library version)."""
+        from compression_pipeline import __version__
+
+        blob = json.dumps([__version__, [self.raw.get(p) if "." not in p else _dig(self.raw, p) for p in parts]],
+                          sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _dig(d: dict, dotted: str):
+    for k in dotted.split("."):
+        d = (d or {}).get(k)
+    return d
+
+
+def _fmt_loc(loc) -> str:
+    return ".".join(str(p) for p in loc) or "(top level)"
+
+
+def _raise_from(path, err: ValidationError, prefix=()):
+    e = err.errors()[0]
+    loc = _fmt_loc(tuple(prefix) + tuple(e["loc"]))
+    bad = e.get("input")
+    shown = "" if e["type"] == "missing" else f" (got {bad!r})"
+    allowed = ""
+    ctx = e.get("ctx") or {}
+    if "expected" in ctx:
+        allowed = f"; allowed: {ctx['expected']}"
+    msg = e["msg"]
+    if e["type"] == "extra_forbidden":
+        msg = f"unknown field {str(e['loc'][-1])!r}"
+    raise RecipeError(path, loc, f"{msg}{shown}{allowed}") from None
+
+
+def parse_recipe(data: Any, path: str | Path = "<recipe>") -> Recipe:
+    if not isinstance(data, dict):
+        raise RecipeError(path, "(top level)", f"a recipe is a mapping of fields, got {type(data).__name__}")
+    raw_variants = data.get("variants") or {}
+    if not isinstance(raw_variants, dict):
+        raise RecipeError(path, "variants", f"must be a mapping of variant name to settings, got {raw_variants!r}")
+    variants = {}
+    for vname, spec in raw_variants.items():
+        where = f"variants.{vname}"
+        if not isinstance(spec, dict):
+            raise RecipeError(path, where, f"must be a mapping with 'from' and 'method', got {spec!r}")
+        if vname == "baseline" or not str(vname).replace("_", "").isalnum() or not str(vname)[:1].isalpha():
+            raise RecipeError(path, where, "a variant name is letters, digits and '_', starts with a letter, "
+                                           "and is not 'baseline'")
+        for key in ("from", "method"):
+            if key not in spec:
+                raise RecipeError(path, f"{where}.{key}", "field required")
+        try:
+            method = get_method(spec["method"])
+        except KeyError as e:
+            raise RecipeError(path, f"{where}.method", e.args[0]) from None
+        params = {k: v for k, v in spec.items() if k not in ("from", "method", "max_accuracy_drop")}
+        try:
+            config = method.config.model_validate(params)
+        except ValidationError as err:
+            _raise_from(path, err, ("variants", vname))
+        variants[vname] = {"from": spec["from"], "method": spec["method"], "config": config,
+                           **({"max_accuracy_drop": spec["max_accuracy_drop"]} if "max_accuracy_drop" in spec else {})}
+    try:
+        recipe = Recipe.model_validate({**data, "variants": variants, "source_path": str(path), "raw": data})
+    except ValidationError as err:
+        _raise_from(path, err)
+    _check_graph(recipe, path)
+    return recipe
+
+
+def _check_graph(recipe: Recipe, path) -> None:
+    names = set(recipe.variants) | {"baseline"}
+    for vname, v in recipe.variants.items():
+        if v.parent not in names:
+            raise RecipeError(path, f"variants.{vname}.from",
+                              f"unknown parent {v.parent!r}; allowed: {sorted(names - {vname})}")
+        seen, cur = {vname}, v.parent
+        while cur != "baseline":
+            if cur in seen:
+                raise RecipeError(path, f"variants.{vname}.from", f"the 'from' chain has a cycle through {cur!r}")
+            seen.add(cur)
+            cur = recipe.variants[cur].parent
+    for vname, v in recipe.variants.items():
+        method = get_method(v.method)
+        for fw in recipe.baseline.frameworks:
+            parent_form = recipe.form(v.parent, fw)
+            if not method.accepts(parent_form):
+                raise RecipeError(
+                    path, f"variants.{vname}.method",
+                    f"{v.method!r} works on {sorted(method.impls)} models, but parent {v.parent!r} is a "
+                    f"{parent_form} model for framework {fw!r}; pick a parent that is not yet in ONNX form",
+                )
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise RecipeError(path, "(file)", "file not found") from None
+    except yaml.YAMLError as e:
+        raise RecipeError(path, "(file)", f"not valid YAML: {e}") from None
+    return parse_recipe(data, path)
+
+
+def load_recipes(directory: str | Path) -> list[Recipe]:
+    files = sorted(Path(directory).glob("*.yaml")) + sorted(Path(directory).glob("*.yml"))
+    recipes = [load_recipe(f) for f in files]
+    names = [r.name for r in recipes]
+    for n in set(names):
+        if names.count(n) > 1:
+            dup = [r.source_path for r in recipes if r.name == n]
+            raise RecipeError(dup[1], "name", f"family {n!r} is already declared by {dup[0]}")
+    return recipes

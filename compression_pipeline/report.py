@@ -1,0 +1,94 @@
+"""The family report: report.json (the machine-readable contract) and report.md (the table people read).
+
+report.json fields that other tools rely on: ``environment`` and ``models``; each model has ``name``,
+``framework``, ``method``, ``parent``, ``accuracy``, ``accuracy_drop``, ``params``, ``file_bytes`` and
+``benchmarks`` (each with ``runtime``, ``provider``, ``device``, ``batch_size``, ``p50_ms``, ``p90_ms``,
+``p99_ms``, ``throughput``). Fields are only ever added, never renamed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+from compression_pipeline.artifacts import ArtifactStore, Handle
+from compression_pipeline.recipe import Recipe
+
+BENCH_FIELDS = ("runtime", "provider", "device", "batch_size", "threads", "p50_ms", "p90_ms", "p95_ms", "p99_ms",
+                "mean_ms", "std_ms", "runs", "throughput", "load_s", "peak_host_mb", "peak_device_mb")
+
+
+def build(recipe: Recipe, models: list[tuple[Handle, Handle]]) -> dict:
+    """``models``: (deployable handle, benchmark handle) per model, baseline(s) first."""
+    entries = []
+    for deployable, bench in models:
+        i = deployable.info
+        entry = {
+            "name": i["name"], "framework": i["framework"], "method": i.get("method"), "parent": i.get("parent"),
+            "chain": recipe.chain(i["name"]), "config": i.get("config", {}),
+            "accuracy": i["accuracy"], "accuracy_runtime": i["accuracy_runtime"],
+            "baseline_accuracy": i["baseline_accuracy"],
+            "accuracy_drop": i["baseline_accuracy"] - i["accuracy"],
+            "accuracy_drop_relative": (i["baseline_accuracy"] - i["accuracy"]) / max(i["baseline_accuracy"], 1e-12),
+            "tolerance": recipe.tolerance(i["name"]).model_dump() if i["name"] != "baseline" else None,
+            "params": i["params"], "nonzero_params": i["nonzero_params"], "file_bytes": i["file_bytes"],
+            "gzip_bytes": i["gzip_bytes"], "artifact": deployable.artifact.path, "sha256": deployable.artifact.sha256,
+            "gates_passed": deployable.gates_passed, "gates": i.get("gates", []),
+            "benchmarks": [{k: r[k] for k in BENCH_FIELDS if k in r} for r in bench.info["results"]],
+        }
+        entries.append(entry)
+    _add_ratios(entries)
+    env = models[0][1].info["environment"] if models else {}
+    return {"family": recipe.name, "recipe": recipe.source_path, "generated_at": dt.datetime.now(dt.UTC).isoformat(),
+            "environment": env, "gates": recipe.gates.model_dump(), "models": entries}
+
+
+def _add_ratios(entries: list[dict]) -> None:
+    """Speedup and size ratios against the same framework's baseline, on the same runtime and batch size."""
+    base = {e["framework"]: e for e in entries if e["name"] == "baseline"}
+    for e in entries:
+        b = base.get(e["framework"])
+        if not b:
+            continue
+        e["size_ratio"] = e["file_bytes"] / b["file_bytes"]
+        e["params_ratio"] = e["params"] / b["params"]
+        ref = {(r["runtime"], r["batch_size"]): r["p50_ms"] for r in b["benchmarks"]}
+        for r in e["benchmarks"]:
+            key = (r["runtime"], r["batch_size"])
+            if key in ref:
+                r["speedup_vs_baseline"] = ref[key] / r["p50_ms"]
+
+
+def markdown(report: dict) -> str:
+    cells = sorted({(r["runtime"], r["batch_size"]) for m in report["models"] for r in m["benchmarks"]})
+    head = ["model", "framework", "method", "parent", "accuracy", "drop (pp)", "params", "file KB", "gzip KB",
+            "gates"] + [f"{rt} b{bs} p50 ms (speedup)" for rt, bs in cells]
+    lines = [f"# {report['family']}: compression report", "",
+             f"Accuracy on the test split, measured on the deployed artifact ({'/'.join(sorted({m['accuracy_runtime'] for m in report['models']}))}). "
+             "Drop is against the same framework's baseline; speedup is baseline p50 / model p50 on the same runtime "
+             "and batch size, measured in the same run.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for m in report["models"]:
+        bench = {(r["runtime"], r["batch_size"]): r for r in m["benchmarks"]}
+        row = [m["name"], m["framework"], m["method"] or "-", m["parent"] or "-", f"{m['accuracy']:.4f}",
+               f"{100 * m['accuracy_drop']:+.2f}", f"{m['params']:,}", f"{m['file_bytes'] / 1024:.0f}",
+               f"{m['gzip_bytes'] / 1024:.0f}", "pass" if m["gates_passed"] else "FAIL"]
+        for c in cells:
+            r = bench.get(c)
+            row.append("-" if r is None else f"{r['p50_ms']:.3f} ({r.get('speedup_vs_baseline', 1.0):.2f}x)")
+        lines.append("| " + " | ".join(row) + " |")
+    env = report.get("environment") or {}
+    cpu, gpu = env.get("cpu") or {}, env.get("gpu")
+    lines += ["", f"Environment: {cpu.get('model', '?')} ({cpu.get('cores', '?')} cores, ISA: "
+                  f"{', '.join(cpu.get('isa', [])) or 'baseline'}), threads {env.get('threads')}, "
+                  f"GPU: {gpu['name'] if gpu else 'none'}; providers used: "
+                  f"{', '.join(sorted({r['provider'] for m in report['models'] for r in m['benchmarks']}))}."]
+    return "\n".join(lines) + "\n"
+
+
+def write(report: dict, store: ArtifactStore) -> dict[str, str]:
+    """Write report.json and report.md atomically under ``<artifact root>/<family>/report/``."""
+    folder = f"{report['family']}/report"
+    paths = {"json": store.write_text_named(f"{folder}/report.json", json.dumps(report, indent=1, default=float)),
+             "md": store.write_text_named(f"{folder}/report.md", markdown(report))}
+    return {k: str(v) for k, v in paths.items()}
