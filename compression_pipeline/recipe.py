@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
 from compression_pipeline.errors import RecipeError
 from compression_pipeline.methods.registry import MethodConfig, get_method
@@ -100,7 +100,7 @@ class Benchmark(Strict):
 class Variant(Strict):
     parent: str = Field(alias="from")
     method: str
-    config: MethodConfig
+    config: SerializeAsAny[MethodConfig]
     max_accuracy_drop: Tolerance | None = None  # overrides the recipe's gate for this variant
 
 
@@ -114,7 +114,6 @@ class Recipe(Strict):
     benchmark: Benchmark = Benchmark()
     schedule: str = "0 2 * * *"
     source_path: str = ""
-    raw: dict[str, Any] = Field(default_factory=dict, repr=False)
 
     # --- lineage helpers -------------------------------------------------------------------------
     def chain(self, name: str) -> list[str]:
@@ -134,19 +133,19 @@ class Recipe(Strict):
         v = self.variants.get(name)
         return (v and v.max_accuracy_drop) or self.gates.max_accuracy_drop
 
-    def entry_version(self, *parts: str) -> str:
-        """Code version of an asset: a hash of the recipe entries it is built from (and the library version)."""
+    def entry_version(self, *sections: str) -> str:
+        """Code version of an asset: a hash of the validated recipe sections it is built from (e.g. ``dataset``,
+        ``variants.int8``) and the library version. Spelling out a default does not change it."""
         from compression_pipeline import __version__
 
-        blob = json.dumps([__version__, [self.raw.get(p) if "." not in p else _dig(self.raw, p) for p in parts]],
-                          sort_keys=True, default=str)
+        parts = []
+        for section in sections:
+            head, _, rest = section.partition(".")
+            value = getattr(self, head)
+            value = value.get(rest) if rest else value
+            parts.append(value.model_dump(mode="json", by_alias=True) if value is not None else None)
+        blob = json.dumps([__version__, sections, parts], sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def _dig(d: dict, dotted: str):
-    for k in dotted.split("."):
-        d = (d or {}).get(k)
-    return d
 
 
 def _fmt_loc(loc) -> str:
@@ -197,7 +196,7 @@ def parse_recipe(data: Any, path: str | Path = "<recipe>") -> Recipe:
         variants[vname] = {"from": spec["from"], "method": spec["method"], "config": config,
                            **({"max_accuracy_drop": spec["max_accuracy_drop"]} if "max_accuracy_drop" in spec else {})}
     try:
-        recipe = Recipe.model_validate({**data, "variants": variants, "source_path": str(path), "raw": data})
+        recipe = Recipe.model_validate({**data, "variants": variants, "source_path": str(path)})
     except ValidationError as err:
         _raise_from(path, err)
     _check_graph(recipe, path)

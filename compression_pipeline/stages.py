@@ -67,7 +67,7 @@ def torch_baseline(recipe: Recipe, store: ArtifactStore, splits_h: Handle, threa
     parts = _splits(store, splits_h)
     b, ds = recipe.baseline, recipe.dataset
     spec = zoo.cnn_spec(b.width, ds.image_shape, len(ds.classes))
-    module = zoo.build_torch(spec)
+    module = zoo.build_torch(spec, seed=ds.seed)
     t0 = time.perf_counter()
     history = train.train(module, parts, ds.image_shape, b.epochs, b.batch_size, b.lr, ds.seed, log=log)
     train_s = time.perf_counter() - t0

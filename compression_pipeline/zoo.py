@@ -30,9 +30,13 @@ def cnn_spec(width: int, image_shape=(8, 8), num_classes: int = 10) -> CNNSpec:
                    num_classes=num_classes)
 
 
-def build_torch(spec: CNNSpec):
+def build_torch(spec: CNNSpec, seed: int | None = None):
+    """The module of ``spec``; with ``seed``, its initial weights are reproducible."""
+    import torch
     import torch.nn as nn
 
+    if seed is not None:
+        torch.manual_seed(seed)
     c0, c1, c2 = spec.channels
     _, h, w = spec.in_shape
     flat = c2 * (h // 2) * (w // 2)

@@ -1,0 +1,31 @@
+# The two commands of the README: `make run` (materialize the default family) and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+FAMILY ?= digits
+export DAGSTER_HOME := $(CURDIR)/dagster_home
+export PYTHONUNBUFFERED := 1
+
+.PHONY: install run test ui report
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+# Materialize every asset of the family through Dagster on the persistent instance in dagster_home/
+# (the runs then show in the UI), then print the comparison table and the report paths.
+run: install
+	$(VENV)/bin/dagster job execute -m compression_pipeline.definitions -j $(FAMILY)_recompress
+	$(PY) -m compression_pipeline report $(FAMILY)
+
+report: install
+	$(PY) -m compression_pipeline report $(FAMILY)
+
+test: install
+	$(PY) -m pytest
+
+# The Dagster UI (webserver + daemon: schedules and automation) on 127.0.0.1:3000.
+ui: install
+	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000

@@ -1,0 +1,66 @@
+"""Shared fixtures: tiny recipes and datasets, temporary roots, a temporary Dagster instance."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from compression_pipeline.settings import PROJECT_ROOT, Settings
+
+DEFAULT_RECIPE = PROJECT_ROOT / "assets" / "digits.yaml"
+
+# A recipe small enough for unit tests: a width-8 CNN, three epochs, a short benchmark protocol.
+TINY = {
+    "name": "tiny",
+    "dataset": {"source": "sklearn_digits", "seed": 0},
+    "baseline": {"arch": "cnn", "width": 8, "epochs": 3, "lr": 0.003, "frameworks": ["torch"]},
+    "gates": {"accuracy_floor": 0.3, "max_accuracy_drop": {"value": 0.2, "mode": "absolute"}},
+    "variants": {"int8": {"from": "baseline", "method": "quantize_static", "samples": 64}},
+    "benchmark": {"batch_sizes": [1, 4], "warmup_runs": 2, "warmup_s": 0.0, "min_runs": 5, "min_time_s": 0.0},
+}
+
+
+@pytest.fixture
+def tiny_recipe_dict():
+    return copy.deepcopy(TINY)
+
+
+@pytest.fixture
+def roots(tmp_path) -> Settings:
+    """Settings with empty recipe, data and artifact roots under tmp_path."""
+    s = Settings(recipes_dir=tmp_path / "recipes", data_root=tmp_path / "data", artifact_root=tmp_path / "artifacts")
+    for p in (s.recipes_dir, s.data_root, s.artifact_root):
+        p.mkdir()
+    return s
+
+
+def write_recipe(settings: Settings, recipe: dict, filename: str | None = None) -> Path:
+    path = settings.recipes_dir / (filename or f"{recipe['name']}.yaml")
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def digits_npz(path: Path, mutate=None) -> Path:
+    """Write scikit-learn's digits as an .npz dataset file, optionally mutated (X, y) -> (X, y)."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    X, y = d.data.astype(np.float64), d.target.astype(np.int64)
+    if mutate:
+        X, y = mutate(X.copy(), y.copy())
+    np.savez(path, X=X, y=y)
+    return path
+
+
+@pytest.fixture(scope="session")
+def digits_splits():
+    from compression_pipeline import data
+    from compression_pipeline.recipe import Dataset
+
+    ds = Dataset()
+    X, y, _ = data.load_raw(ds, ".")
+    return data.preprocess(X, y, ds)

@@ -1,0 +1,90 @@
+"""Dataset loading, preprocessing and the Great Expectations gates, on the real digits data."""
+
+import numpy as np
+import pytest
+
+from compression_pipeline import data, quality
+from compression_pipeline.errors import DatasetError, PipelineError
+from compression_pipeline.recipe import Dataset
+from conftest import digits_npz
+
+
+def test_splits_are_seeded_stratified_and_scaled(digits_splits):
+    s = digits_splits
+    assert [len(s[f"y_{k}"]) for k in data.SPLITS] == [1167, 270, 360]
+    assert all(s[f"X_{k}"].dtype == np.float32 for k in data.SPLITS)
+    assert 0.0 <= s["X_train"].min() and s["X_train"].max() <= 1.0
+    # stratified: every class within 1.5 points of its share in each split
+    for k in data.SPLITS:
+        shares = np.bincount(s[f"y_{k}"], minlength=10) / len(s[f"y_{k}"])
+        assert np.abs(shares - 0.1).max() < 0.015
+    X, y, _ = data.load_raw(Dataset(), ".")
+    again = data.preprocess(X, y, Dataset())
+    assert all(np.array_equal(again[k], s[k]) for k in s)
+
+
+def test_npz_source_reads_inside_the_data_root_only(tmp_path):
+    root = tmp_path / "data"
+    root.mkdir()
+    digits_npz(root / "d.npz")
+    X, y, src = data.load_raw(Dataset(source="npz", path="d.npz"), root)
+    assert X.shape == (1797, 64) and src.endswith("d.npz")
+    digits_npz(tmp_path / "outside.npz")
+    with pytest.raises(PipelineError, match="outside the allowed root"):
+        data.load_raw(Dataset(source="npz", path="../outside.npz"), root)
+    (root / "link.npz").symlink_to(tmp_path / "outside.npz")
+    with pytest.raises(PipelineError, match="outside the allowed root"):
+        data.load_raw(Dataset(source="npz", path="link.npz"), root)
+
+
+@pytest.mark.parametrize("make, problem", [
+    (None, "file not found"),
+    (lambda p: p.write_bytes(b"PK\x03\x04 truncated"), "not a readable .npz"),
+    (lambda p: np.savez(p, X=np.zeros((5, 64))), "missing arrays ['y']"),
+    (lambda p: np.savez(p, X=np.zeros((5, 10)), y=np.zeros(5, int)), "X has shape (5, 10)"),
+    (lambda p: np.savez(p, X=np.zeros((5, 64)), y=np.zeros(4, int)), "y has shape (4,)"),
+    (lambda p: np.savez(p, X=np.zeros((5, 64)), y=np.zeros(5)), "y has dtype float64"),
+    (lambda p: np.savez(p, X=np.zeros((0, 64)), y=np.zeros(0, int)), "no rows"),
+])
+def test_bad_dataset_files_name_file_and_problem(tmp_path, make, problem):
+    path = tmp_path / "bad.npz"
+    if make:
+        make(path)
+    with pytest.raises(DatasetError) as exc:
+        data.load_raw(Dataset(source="npz", path="bad.npz"), tmp_path)
+    assert str(path) in str(exc.value) and problem in str(exc.value)
+
+
+def test_quality_gates_pass_on_clean_splits(digits_splits):
+    out = quality.validate_splits(digits_splits, list(range(10)), 100, 0.05)
+    assert set(out) == set(quality.GATES)
+    assert all(o.passed for o in out.values()), {g: o.failed for g, o in out.items()}
+    assert sum(len(o.expectations) for o in out.values()) == 31
+
+
+def _broken(splits, **changes):
+    s = {k: v.copy() for k, v in splits.items()}
+    for k, fn in changes.items():
+        fn(s)
+    return quality.validate_splits(s, list(range(10)), 100, 0.05)
+
+
+@pytest.mark.parametrize("change, gate, detail", [
+    (lambda s: s["X_train"].__setitem__((3, 5), np.nan), "no_missing", {"row": "3", "pixel": "pixel_5"}),
+    (lambda s: s["X_val"].__setitem__((0, 0), np.inf), "value_range", {"row": "0", "pixel": "pixel_0"}),
+    (lambda s: s["X_test"].__setitem__((2, 7), 3.0), "value_range", {"row": "2", "pixel": "pixel_7"}),
+    (lambda s: s["y_val"].__setitem__(0, 11), "labels", None),
+    (lambda s: s["X_test"].__setitem__(0, s["X_train"][0]), "no_leakage", None),
+    (lambda s: s.update(X_train=s["X_train"][:50], y_train=s["y_train"][:50]), "row_counts", None),
+    (lambda s: s.update(y_train=np.where(s["y_train"] < 5, 0, s["y_train"])), "class_balance", None),
+    (lambda s: s.update(X_train=s["X_train"].astype(np.float64)), "schema", None),
+])
+def test_quality_gates_catch_bad_splits(digits_splits, change, gate, detail):
+    out = _broken(digits_splits, c=change)
+    assert not out[gate].passed
+    failed = out[gate].failed
+    assert failed and all(not e["success"] for e in failed)
+    if detail:
+        assert any(detail.items() <= ex.items() for e in failed for ex in e.get("examples", []) if isinstance(ex, dict))
+    others = [g for g, o in out.items() if not o.passed and g != gate]
+    assert set(others) <= {"labels", "class_balance", "schema", "no_missing", "value_range"}

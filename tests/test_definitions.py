@@ -1,0 +1,76 @@
+"""The code location: asset keys, check names, groups, pools and imports of the default recipe."""
+
+import subprocess
+import sys
+
+import dagster as dg
+
+from compression_pipeline.definitions import build_definitions
+from compression_pipeline.settings import PROJECT_ROOT, Settings
+
+EXPECTED_ASSETS = {
+    "digits/raw_dataset": "data", "digits/splits": "data",
+    "digits/torch_baseline": "models", "digits/torch_int8": "models",
+    "digits/torch_baseline_onnx": "exports",
+    "digits/torch_baseline_benchmark": "benchmarks", "digits/torch_int8_benchmark": "benchmarks",
+    "digits/report": "reports",
+}
+EXPECTED_CHECKS = {
+    "digits/splits": {"schema", "value_range", "no_missing", "labels", "class_balance", "row_counts", "no_leakage"},
+    "digits/torch_baseline": {"accuracy_gate"},
+    "digits/torch_baseline_onnx": {"parity", "accuracy_gate"},
+    "digits/torch_int8": {"accuracy_gate"},
+}
+
+
+def _defs(tmp_path):
+    return build_definitions(Settings(PROJECT_ROOT / "assets", tmp_path / "data", tmp_path / "artifacts"))
+
+
+def test_default_recipe_asset_keys_groups_and_checks(tmp_path):
+    defs = _defs(tmp_path)
+    graph = defs.resolve_asset_graph()
+    keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    assert keys == set(EXPECTED_ASSETS)
+    for key, group in EXPECTED_ASSETS.items():
+        assert graph.get(dg.AssetKey.from_user_string(key)).group_name == group
+    checks = {}
+    for ck in graph.asset_check_keys:
+        checks.setdefault(ck.asset_key.to_user_string(), set()).add(ck.name)
+    assert checks == EXPECTED_CHECKS
+    # Every gate is blocking: a failure stops everything downstream.
+    assert all(graph.get_check_spec(ck).blocking for ck in graph.asset_check_keys)
+
+
+def test_lineage_edges_and_gpu_pool(tmp_path):
+    graph = _defs(tmp_path).resolve_asset_graph()
+    parents = lambda k: {p.to_user_string() for p in graph.get(dg.AssetKey.from_user_string(k)).parent_keys}
+    assert parents("digits/torch_int8") == {"digits/torch_baseline_onnx", "digits/splits"}
+    assert parents("digits/torch_baseline_onnx") == {"digits/torch_baseline", "digits/splits"}
+    assert parents("digits/torch_baseline") == {"digits/splits"}
+    assert parents("digits/splits") == {"digits/raw_dataset"}
+    for key in ("digits/torch_baseline_benchmark", "digits/torch_int8_benchmark"):
+        assert graph.get(dg.AssetKey.from_user_string(key)).pools == {"gpu"}
+
+
+def test_schedule_job_and_automation_sensor(tmp_path):
+    defs = _defs(tmp_path)
+    schedule = defs.resolve_schedule_def("digits_nightly")
+    assert schedule.cron_schedule == "0 2 * * *"
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    assert defs.resolve_job_def("digits_recompress") is not None
+    assert defs.resolve_sensor_def("automation").default_status == dg.DefaultSensorStatus.RUNNING
+
+
+def test_importing_the_code_location_imports_no_framework():
+    code = ("import sys, compression_pipeline.definitions; "
+            "print(sorted(m for m in ('torch', 'tensorflow', 'onnxruntime', 'onnx', 'great_expectations', 'sklearn') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=PROJECT_ROOT)
+    assert out.stdout.strip() == "[]"
+
+
+def test_dagster_cli_validates_the_workspace():
+    out = subprocess.run([sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
+                         capture_output=True, text=True, cwd=PROJECT_ROOT)
+    assert out.returncode == 0, out.stdout + out.stderr

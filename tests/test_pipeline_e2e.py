@@ -1,0 +1,132 @@
+"""Real materializations through Dagster: the default recipe end to end, and gates that stop bad data."""
+
+import json
+import os
+import subprocess
+import sys
+
+import dagster as dg
+import numpy as np
+import pytest
+
+from compression_pipeline.definitions import build_definitions
+from compression_pipeline.orchestration.resources import HandleIOManager
+from compression_pipeline.settings import PROJECT_ROOT, Settings
+from conftest import digits_npz, write_recipe
+
+
+def _run(defs, instance, selection=None):
+    job = defs.resolve_implicit_global_asset_job_def()
+    keys = None if selection is None else [dg.AssetKey.from_user_string(k) for k in selection]
+    return job.execute_in_process(instance=instance, raise_on_error=False, asset_selection=keys)
+
+
+def _checks(result) -> dict[str, tuple[bool, dict]]:
+    out = {}
+    for e in result.get_asset_check_evaluations():
+        out[f"{e.asset_key.to_user_string()}:{e.check_name}"] = (e.passed, e.metadata)
+    return out
+
+
+def _materialized(result) -> set[str]:
+    return {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+
+
+@pytest.mark.e2e
+def test_default_recipe_end_to_end(tmp_path):
+    settings = Settings(PROJECT_ROOT / "assets", tmp_path / "data", tmp_path / "artifacts")
+    defs = build_definitions(settings)
+    with dg.instance_for_test() as instance:
+        result = _run(defs, instance)
+        assert result.success
+        checks = _checks(result)
+    assert len(checks) == 11 and all(passed for passed, _ in checks.values()), \
+        {k: v[1] for k, v in checks.items() if not v[0]}
+    report = json.loads((tmp_path / "artifacts/digits/report/report.json").read_text())
+    models = {m["name"]: m for m in report["models"]}
+    base, int8 = models["baseline"], models["int8"]
+    assert base["accuracy"] >= 0.95 and base["params"] > 1_000_000
+    assert int8["file_bytes"] <= 0.35 * base["file_bytes"]
+    assert int8["accuracy_drop"] <= 0.01
+    assert {(b["runtime"], b["batch_size"]) for b in base["benchmarks"]} == {
+        ("onnxruntime", 1), ("onnxruntime", 32), ("torch", 1), ("torch", 32)}
+    assert {(b["runtime"], b["batch_size"]) for b in int8["benchmarks"]} == {("onnxruntime", 1), ("onnxruntime", 32)}
+    assert all(b["runs"] >= 50 and b["provider"] for m in report["models"] for b in m["benchmarks"])
+    assert report["environment"]["cpu"]["cores"] >= 1 and "onnxruntime-gpu" in str(report["environment"]["libraries"]) \
+        or "onnxruntime" in report["environment"]["libraries"]
+    md = (tmp_path / "artifacts/digits/report/report.md").read_text()
+    assert "| int8 | torch | quantize_static | baseline |" in md
+
+
+def _npz_recipe(roots, tiny_recipe_dict):
+    tiny_recipe_dict["dataset"] = {"source": "npz", "path": "digits.npz"}
+    write_recipe(roots, tiny_recipe_dict)
+    return build_definitions(roots)
+
+
+def test_bad_data_fails_its_gate_stops_downstream_and_keeps_the_last_good(roots, tiny_recipe_dict):
+    defs = _npz_recipe(roots, tiny_recipe_dict)
+    handles = HandleIOManager(artifact_root=str(roots.artifact_root))
+    splits_key = dg.AssetKey(["tiny", "splits"])
+    with dg.instance_for_test() as instance:
+        digits_npz(roots.data_root / "digits.npz")
+        good = _run(defs, instance, ["tiny/raw_dataset", "tiny/splits"])
+        assert good.success
+        last_good = handles.load_good(splits_key)
+
+        def poison(X, y):
+            X[10, 20] = np.nan
+            X[11, 3] = 99.0
+            return X, y
+
+        digits_npz(roots.data_root / "digits.npz", poison)
+        bad = _run(defs, instance)
+        assert not bad.success
+        checks = _checks(bad)
+        assert checks["tiny/splits:no_missing"][0] is False
+        assert checks["tiny/splits:value_range"][0] is False
+        failed = checks["tiny/splits:no_missing"][1]["expectations"].value
+        assert any(e.get("unexpected_count") == 1 for e in failed if not e["success"])
+        # Nothing downstream of the failed gate ran.
+        assert _materialized(bad) == {"tiny/raw_dataset", "tiny/splits"}
+        # What consumers read is still the last good splits artifact, byte for byte.
+        assert handles.load_good(splits_key) == last_good
+        runs = list((roots.artifact_root / "_handles/tiny/splits/runs").glob("*.json"))
+        assert len(runs) == 2
+
+
+def test_a_model_below_its_floor_fails_its_gate_and_stops_its_subtree(roots, tiny_recipe_dict):
+    # Three epochs of a width-8 CNN do not reach 99.9 %: the baseline's gate fails and nothing is built on it.
+    tiny_recipe_dict["gates"]["accuracy_floor"] = 0.999
+    write_recipe(roots, tiny_recipe_dict)
+    with dg.instance_for_test() as instance:
+        result = _run(build_definitions(roots), instance)
+    assert not result.success
+    passed, meta = _checks(result)["tiny/torch_baseline:accuracy_gate"]
+    assert passed is False and meta["floor"].value == 0.999 and meta["accuracy"].value < 0.999
+    assert _materialized(result) == {"tiny/raw_dataset", "tiny/splits", "tiny/torch_baseline"}
+    with pytest.raises(Exception, match="no materialization that passed its gates"):
+        HandleIOManager(artifact_root=str(roots.artifact_root)).load_good(dg.AssetKey(["tiny", "torch_baseline"]))
+
+
+@pytest.mark.e2e
+def test_dagster_cli_materializes_on_a_persistent_instance(roots, tiny_recipe_dict, tmp_path, monkeypatch):
+    """What `make run` does: the Dagster CLI, multiprocess executor, a DAGSTER_HOME on disk, then the report."""
+    write_recipe(roots, tiny_recipe_dict)
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text((PROJECT_ROOT / "dagster_home/dagster.yaml").read_text())
+    env = {**os.environ, "DAGSTER_HOME": str(home), "COMPRESSION_PIPELINE_RECIPES": str(roots.recipes_dir),
+           "COMPRESSION_PIPELINE_ARTIFACTS": str(roots.artifact_root), "COMPRESSION_PIPELINE_DATA": str(roots.data_root)}
+    run = subprocess.run([sys.executable, "-m", "dagster", "job", "execute", "-m", "compression_pipeline.definitions",
+                          "-j", "tiny_recompress"], env=env, capture_output=True, text=True, cwd=PROJECT_ROOT,
+                         timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "RUN_SUCCESS" in run.stdout + run.stderr
+    rep = subprocess.run([sys.executable, "-m", "compression_pipeline", "report", "tiny"], env=env, capture_output=True,
+                         text=True, cwd=PROJECT_ROOT, check=True)
+    assert "| int8 | torch | quantize_static |" in rep.stdout and "report.json" in rep.stdout
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        records = instance.get_run_records()
+        assert len(records) == 1 and records[0].dagster_run.status == dg.DagsterRunStatus.SUCCESS
