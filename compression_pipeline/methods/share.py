@@ -1,0 +1,125 @@
+"""Weight sharing (Deep Compression): per-layer k-means of the weights into at most 2^b shared values.
+
+Zeros left by pruning stay zero and take no cluster. Centroids start evenly spaced over the weight range
+(``linear``, the initialisation Han et al. found best) or at quantiles of the weights (``density``).
+Optional fine-tuning trains the centroids only: each weight reads its centroid, so the gradients of all the
+weights of a cluster add up in that centroid.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from compression_pipeline.methods.registry import MethodConfig
+
+
+class ShareWeights(MethodConfig):
+    bits: int = Field(5, ge=2, le=8, description="2^bits shared values per layer (zero included when pruned)")
+    init: Literal["linear", "density"] = "linear"
+    finetune_epochs: int = Field(0, ge=0)
+    lr: float = Field(1e-3, gt=0)
+    max_iter: int = Field(30, ge=1)
+
+
+def _kmeans_1d(values: np.ndarray, k: int, init: str, max_iter: int) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.cluster import KMeans
+
+    k = min(k, len(np.unique(values)))
+    if init == "linear":
+        start = np.linspace(values.min(), values.max(), k)
+    else:
+        start = np.quantile(values, (np.arange(k) + 0.5) / k)
+    km = KMeans(n_clusters=k, init=start.reshape(-1, 1), n_init=1, max_iter=max_iter).fit(values.reshape(-1, 1))
+    return km.cluster_centers_.reshape(-1).astype(np.float32), km.labels_.astype(np.int64)
+
+
+def shared_layers(module) -> dict[str, object]:
+    """The weight tensors that are shared: every Conv2d and Linear weight (biases stay float)."""
+    return {f"{name}.weight": m for name, m in module.named_modules() if type(m).__name__ in ("Conv2d", "Linear")}
+
+
+def cluster(module, config: ShareWeights) -> dict[str, tuple]:
+    """Replace each shared weight with its centroids; returns {tensor name: (centroids, labels, nonzero mask)}."""
+    import torch
+
+    out = {}
+    for name, layer in shared_layers(module).items():
+        w = layer.weight.detach().cpu().numpy().reshape(-1)
+        mask = w != 0
+        k = 2 ** config.bits - (0 if mask.all() else 1)  # a pruned layer spends one of its 2^b values on zero
+        centroids, labels = _kmeans_1d(w[mask], k, config.init, config.max_iter)
+        new = np.zeros_like(w)
+        new[mask] = centroids[labels]
+        with torch.no_grad():
+            layer.weight.copy_(torch.from_numpy(new.reshape(layer.weight.shape)))
+        out[name] = (centroids, labels, mask)
+    return out
+
+
+def finetune_centroids(module, clusters: dict[str, tuple], splits: dict, image_shape, epochs: int, lr: float,
+                       seed: int = 0, batch_size: int = 64) -> None:
+    """Train only the centroids: weight = centroids[labels] at the nonzero positions, zero elsewhere."""
+    import torch
+    import torch.nn.functional as F
+    from torch.nn.utils import parametrize
+
+    from compression_pipeline.data import as_images
+
+    class Shared(torch.nn.Module):
+        def __init__(self, centroids, labels, mask, shape):
+            super().__init__()
+            self.centroids = torch.nn.Parameter(torch.from_numpy(centroids.copy()))
+            self.register_buffer("labels", torch.from_numpy(labels))
+            self.register_buffer("positions", torch.from_numpy(np.flatnonzero(mask)))
+            self.numel, self.shape = int(mask.size), tuple(shape)
+
+        def forward(self, _original):
+            flat = torch.zeros(self.numel, dtype=self.centroids.dtype, device=self.centroids.device)
+            return flat.index_put((self.positions,), self.centroids[self.labels]).reshape(self.shape)
+
+    layers = shared_layers(module)
+    for name, (c, lab, mask) in clusters.items():
+        layer = layers[name]
+        parametrize.register_parametrization(layer, "weight", Shared(c, lab, mask, layer.weight.shape), unsafe=True)
+    params = [p for n, p in module.named_parameters() if n.endswith("centroids") or n.endswith("bias")]
+    torch.manual_seed(seed)
+    opt = torch.optim.Adam(params, lr=lr)
+    X = torch.from_numpy(as_images(splits["X_train"], image_shape))
+    y = torch.from_numpy(splits["y_train"]).long()
+    gen = torch.Generator().manual_seed(seed)
+    module.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(X), generator=gen)
+        for i in range(0, len(X), batch_size):
+            idx = order[i: i + batch_size]
+            loss = F.cross_entropy(module(X[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    module.eval()
+    for name in clusters:
+        parametrize.remove_parametrizations(layers[name], "weight", leave_parametrized=True)
+
+
+def compact_bytes(module, spec, bits: int) -> bytes:
+    """The model in the compact format (codebooks + packed indices + sparse bitmaps, lzma-coded)."""
+    from compression_pipeline import compact
+
+    state = {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}
+    return compact.encode(state, {name: bits for name in shared_layers(module)}, {"spec": spec.model_dump(mode="json")})
+
+
+def load_compact(blob: bytes):
+    """Rebuild the dense module from compact bytes: (module, spec). Raises CompactFormatError when corrupt."""
+    import torch
+
+    from compression_pipeline import compact, zoo
+
+    state, meta = compact.decode(blob)
+    spec = zoo.CNNSpec.model_validate(meta["spec"])
+    module = zoo.build_torch(spec)
+    module.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
+    return module.eval(), spec

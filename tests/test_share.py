@@ -1,0 +1,95 @@
+"""Weight sharing and the compact format, on tiny models."""
+
+import numpy as np
+import pytest
+
+from compression_pipeline import compact, train, zoo
+from compression_pipeline.methods.share import ShareWeights, cluster, compact_bytes, finetune_centroids, load_compact, \
+    shared_layers
+
+SHAPE = (8, 8)
+
+
+@pytest.fixture(scope="module")
+def trained(digits_splits):
+    spec = zoo.cnn_spec(8)
+    module = zoo.build_torch(spec, seed=0)
+    train.train(module, digits_splits, SHAPE, epochs=3, lr=3e-3, seed=0)
+    return module, spec
+
+
+def _copy(module, spec):
+    clone = zoo.build_torch(spec)
+    clone.load_state_dict(module.state_dict())
+    return clone.eval()
+
+
+@pytest.mark.parametrize("bits, init", [(2, "linear"), (4, "density"), (5, "linear")])
+def test_clustering_limits_distinct_values(trained, bits, init):
+    module = _copy(*trained)
+    cluster(module, ShareWeights(bits=bits, init=init))
+    for name, layer in shared_layers(module).items():
+        assert len(np.unique(layer.weight.detach().numpy())) <= 2 ** bits, name
+
+
+def test_zeros_stay_zero_and_centroid_finetune_keeps_sharing(trained, digits_splits):
+    import torch
+
+    module = _copy(*trained)
+    with torch.no_grad():
+        for layer in shared_layers(module).values():  # prune the smaller half of every layer
+            w = layer.weight
+            w[w.abs() < w.abs().median()] = 0
+    zeros = {n: (l.weight == 0).clone() for n, l in shared_layers(module).items()}
+    before = train.accuracy(train.predict(module, digits_splits["X_val"], SHAPE), digits_splits["y_val"])
+    clusters = cluster(module, ShareWeights(bits=3))
+    finetune_centroids(module, clusters, digits_splits, SHAPE, epochs=1, lr=1e-3)
+    after = train.accuracy(train.predict(module, digits_splits["X_val"], SHAPE), digits_splits["y_val"])
+    for name, layer in shared_layers(module).items():
+        w = layer.weight.detach()
+        assert torch.equal(w == 0, zeros[name]), name  # zeros are zeros, and only they are
+        assert len(torch.unique(w)) <= 2 ** 3, name
+    assert after > before - 0.1  # fine-tuning the centroids does not wreck the model
+
+
+def test_compact_format_round_trips_bit_for_bit(trained):
+    module, spec = trained
+    shared = _copy(module, spec)
+    cluster(shared, ShareWeights(bits=4))
+    blob = compact_bytes(shared, spec, bits=4)
+    rebuilt, spec2 = load_compact(blob)
+    assert spec2 == spec
+    for k, v in shared.state_dict().items():
+        assert np.array_equal(v.numpy(), rebuilt.state_dict()[k].numpy()), k
+    dense_bytes = sum(v.numel() * 4 for v in shared.state_dict().values())
+    assert len(blob) < dense_bytes / 6  # 4-bit indices + codebooks, then entropy coded
+
+
+def test_sparse_layers_store_only_nonzero_indices():
+    rng = np.random.default_rng(0)
+    w = rng.choice(np.array([-0.5, 0.25, 0.75], np.float32), size=(64, 64))
+    w[rng.random(w.shape) < 0.9] = 0
+    state = {"w": w, "b": rng.standard_normal(64).astype(np.float32)}
+    blob = compact.encode(state, {"w": 2})
+    back, _ = compact.decode(blob)
+    assert np.array_equal(back["w"], w) and np.array_equal(back["b"], state["b"])
+    assert len(blob) < 0.1 * w.nbytes
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda b: b"NOTCOMPACT" + b[10:], "bad magic"),
+    (lambda b: b[: len(b) // 2], "truncated or corrupt"),
+    (lambda b: b[:-40] + bytes(40), "truncated or corrupt"),
+])
+def test_a_corrupt_compact_file_is_refused(trained, damage, message):
+    module, spec = trained
+    shared = _copy(module, spec)
+    cluster(shared, ShareWeights(bits=3))
+    blob = compact_bytes(shared, spec, bits=3)
+    with pytest.raises(compact.CompactFormatError, match=message):
+        load_compact(damage(blob))
+
+
+def test_too_many_values_for_the_bit_width_is_an_error():
+    with pytest.raises(ValueError, match="more than 2\\^2"):
+        compact.encode({"w": np.arange(10, dtype=np.float32)}, {"w": 2})
