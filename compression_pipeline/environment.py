@@ -107,4 +107,6 @@ def capture(threads: int | None = None) -> dict:
     from compression_pipeline.benchmark import resolve_threads
 
     return {"cpu": _cpu(), "gpu": _gpu(), "threads": resolve_threads(threads), "threads_requested": threads,
-            "platform": platform.platform(), "libraries": versions(), "runtimes": runtimes()}
+            "platform": platform.platform(), "libraries": versions(), "runtimes": runtimes(),
+            # other work on the machine while measuring: a load above the core count means shared, noisy timings
+            "load_average_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None}

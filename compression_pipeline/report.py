@@ -107,6 +107,7 @@ def markdown(report: dict) -> str:
     cpu, gpu = env.get("cpu") or {}, env.get("gpu")
     lines += ["", f"Environment: {cpu.get('model', '?')} ({cpu.get('cores', '?')} cores, ISA: "
                   f"{', '.join(cpu.get('isa', [])) or 'baseline'}), threads {env.get('threads')}, "
+                  f"load average {env.get('load_average_1m', '?')} while measuring, "
                   f"GPU: {gpu['name'] if gpu else 'none'}; providers used: "
                   f"{', '.join(sorted({r['provider'] for m in report['models'] for r in m['benchmarks']}))}."]
     return "\n".join(lines) + "\n"

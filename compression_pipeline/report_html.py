@@ -228,7 +228,8 @@ def html_page(report: dict, images: dict[str, bytes]) -> str:
     if skipped:
         parts.append("<h3>Not measured here</h3><ul>" + "".join(f"<li>{esc(s)}</li>" for s in skipped) + "</ul>")
     parts.append(f"<h2>Environment</h2><p>{esc(cpu.get('model', '?'))}, {cpu.get('cores', '?')} cores, ISA: "
-                 f"{esc(', '.join(cpu.get('isa', [])) or 'baseline')}; threads {env.get('threads')}; GPU: "
+                 f"{esc(', '.join(cpu.get('isa', [])) or 'baseline')}; threads {env.get('threads')}; load average "
+                 f"{env.get('load_average_1m', '?')} while measuring; GPU: "
                  f"{esc(gpu['name'] + ' (driver ' + gpu.get('driver', '?') + ')') if gpu else 'none'}.</p>"
                  f"<pre>{esc(_json(env.get('libraries', {})))}</pre></body></html>")
     return "\n".join(parts)
