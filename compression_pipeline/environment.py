@@ -80,6 +80,12 @@ def runtimes() -> dict:
 
         out["onnxruntime_providers_available"] = ort.get_available_providers()
         out["onnxruntime_cuda_usable"] = cuda_usable()
+        try:  # the CUDA major the onnxruntime-gpu wheel was built for (its libraries must match it)
+            from onnxruntime.capi import build_and_package_info
+
+            out["onnxruntime_cuda_build"] = getattr(build_and_package_info, "cuda_version", None)
+        except ImportError:
+            pass
     except ImportError:
         pass
     try:

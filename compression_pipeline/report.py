@@ -19,7 +19,7 @@ BENCH_FIELDS = ("runtime", "provider", "device", "batch_size", "threads", "p50_m
                 "mean_ms", "std_ms", "runs", "throughput", "load_s", "peak_host_mb", "peak_device_mb",
                 # added with the GPU-ready harness:
                 "precision", "io_binding", "fallback", "first_call_ms", "warmup_runs", "warmup_s", "measured_s",
-                "h2d_ms", "peak_host_delta_mb", "peak_host_scope", "peak_device_scope")
+                "h2d_ms", "peak_host_delta_mb", "peak_host_scope", "peak_device_scope", "max_abs_diff_vs_fp32")
 
 
 def build(recipe: Recipe, models: list[tuple[Handle, Handle]]) -> dict:
