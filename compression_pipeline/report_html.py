@@ -77,14 +77,18 @@ def accuracy_latency(report: dict) -> bytes:
                 pts.append((row["p50_ms"], m["accuracy"]))
                 names.append(model_key(m))
         front = pareto_front(pts)
+        labelled = set()
         for i, ((x, y), name) in enumerate(zip(pts, names)):
             on = i in front
+            label = "Pareto front" if on else "dominated"
             ax.scatter([x], [y], s=70 if on else 40, color=FRONT if on else OTHER, zorder=3,
-                       edgecolors="black" if name.endswith("_baseline") else "none")
+                       edgecolors="black" if name.endswith("_baseline") else "none",
+                       label=None if label in labelled else label)
+            labelled.add(label)
             ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
-        if front:
+        if len(front) > 1:
             ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], color=FRONT, lw=1.2, ls="--",
-                    drawstyle="steps-post", label="Pareto front", zorder=2)
+                    drawstyle="steps-post", zorder=2)
         ax.set_title(cell_label((rt, prec, bs)))
         ax.set_xlabel("p50 latency (ms, lower is better)")
         ax.set_ylabel("test accuracy")
