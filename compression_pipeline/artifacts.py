@@ -88,11 +88,14 @@ class ArtifactStore:
 
     def write_text_named(self, rel_path: str, text: str) -> Path:
         """Atomically write a human-facing file at a fixed name (reports): readers see old or new, never half."""
+        return self.write_bytes_named(rel_path, text.encode())
+
+    def write_bytes_named(self, rel_path: str, data: bytes) -> Path:
         final = resolve_inside(self.root, rel_path)
         final.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=final.parent, suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
         os.replace(tmp, final)
         return final
 

@@ -40,7 +40,31 @@ def cuda_usable() -> bool:
         return False
     import onnxruntime as ort
 
-    return "CUDAExecutionProvider" in ort.get_available_providers()
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return False
+    if hasattr(ort, "preload_dlls"):  # CUDA/cuDNN from the nvidia-* wheels (torch's), when installed
+        import contextlib
+        import io
+
+        with contextlib.redirect_stdout(io.StringIO()):
+            ort.preload_dlls()
+    # The driver loads, but the provider also needs the CUDA/cuDNN user libraries: open a real session on a
+    # one-node model and see which provider it ends up with.
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "probe",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = IR_VERSION
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 4
+    try:
+        sess = ort.InferenceSession(model.SerializeToString(), sess_options=opts,
+                                    providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+    except Exception:  # noqa: BLE001 - any failure to start the provider means "not usable"
+        return False
+    return sess.get_providers()[0] == "CUDAExecutionProvider"
 
 
 def providers_for(device: str) -> list[str]:
@@ -52,8 +76,9 @@ def providers_for(device: str) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
-def session(path: Path | str, device: str = "cpu", threads: int | None = None):
-    """An InferenceSession; check ``session.get_providers()[0]`` for the provider really used."""
+def session(path: Path | str | bytes, device: str = "cpu", threads: int | None = None):
+    """An InferenceSession of a file (or serialized model bytes); ``session.get_providers()[0]`` is the provider
+    really used."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -61,7 +86,8 @@ def session(path: Path | str, device: str = "cpu", threads: int | None = None):
     if threads:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), sess_options=opts, providers=providers_for(device))
+    model = path if isinstance(path, bytes) else str(path)
+    return ort.InferenceSession(model, sess_options=opts, providers=providers_for(device))
 
 
 def predict(sess, X: np.ndarray, image_shape, batch_size: int = 256) -> np.ndarray:

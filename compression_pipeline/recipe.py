@@ -97,6 +97,19 @@ class Benchmark(Strict):
         return v
 
 
+class Select(Strict):
+    """How the deployment candidate is picked among the models whose gates passed."""
+
+    objective: Literal["latency_p50", "latency_p90", "latency_p99", "throughput", "file_bytes", "accuracy"] = \
+        "latency_p50"  # latency_*: lowest wins at (runtime, precision, batch_size); throughput/accuracy: highest
+    runtime: Literal["onnxruntime", "torch"] = "onnxruntime"
+    precision: Literal["fp32", "fp16"] = "fp32"
+    batch_size: int = Field(1, ge=1)
+    max_file_bytes: int | None = Field(None, ge=1)  # a size limit on the deployable file
+    min_accuracy: float | None = Field(None, ge=0, le=1)  # an extra floor on top of the gates
+    require_gates: bool = True  # only models whose gates all passed may be chosen
+
+
 class Variant(Strict):
     parent: str = Field(alias="from")
     method: str
@@ -112,6 +125,7 @@ class Recipe(Strict):
     gates: Gates = Gates()
     variants: dict[str, Variant] = Field(default_factory=dict)
     benchmark: Benchmark = Benchmark()
+    select: Select = Select()
     schedule: str = "0 2 * * *"
     source_path: str = ""
 
@@ -200,7 +214,19 @@ def parse_recipe(data: Any, path: str | Path = "<recipe>") -> Recipe:
     except ValidationError as err:
         _raise_from(path, err)
     _check_graph(recipe, path)
+    _check_select(recipe, path)
     return recipe
+
+
+def _check_select(recipe: Recipe, path) -> None:
+    """The candidate is chosen on a cell the benchmark really measures."""
+    sel, bm = recipe.select, recipe.benchmark
+    if sel.objective.startswith("latency") or sel.objective == "throughput":
+        if sel.runtime not in bm.runtimes:
+            raise RecipeError(path, "select.runtime", f"{sel.runtime!r} is not benchmarked; allowed: {bm.runtimes}")
+        if sel.batch_size not in bm.batch_sizes:
+            raise RecipeError(path, "select.batch_size",
+                              f"batch size {sel.batch_size} is not benchmarked; allowed: {bm.batch_sizes}")
 
 
 def _check_graph(recipe: Recipe, path) -> None:

@@ -1,4 +1,5 @@
-"""The family report: report.json (the machine-readable contract) and report.md (the table people read).
+"""The family report: report.json (the machine-readable contract), report.md (the table people read) and
+report.html with its plots (``report_html``).
 
 report.json fields that other tools rely on: ``environment`` and ``models``; each model has ``name``,
 ``framework``, ``method``, ``parent``, ``accuracy``, ``accuracy_drop``, ``params``, ``file_bytes`` and
@@ -15,7 +16,10 @@ from compression_pipeline.artifacts import ArtifactStore, Handle
 from compression_pipeline.recipe import Recipe
 
 BENCH_FIELDS = ("runtime", "provider", "device", "batch_size", "threads", "p50_ms", "p90_ms", "p95_ms", "p99_ms",
-                "mean_ms", "std_ms", "runs", "throughput", "load_s", "peak_host_mb", "peak_device_mb")
+                "mean_ms", "std_ms", "runs", "throughput", "load_s", "peak_host_mb", "peak_device_mb",
+                # added with the GPU-ready harness:
+                "precision", "io_binding", "fallback", "first_call_ms", "warmup_runs", "warmup_s", "measured_s",
+                "h2d_ms", "peak_host_delta_mb", "peak_host_scope", "peak_device_scope", "max_abs_diff_vs_fp32")
 
 
 def build(recipe: Recipe, models: list[tuple[Handle, Handle]]) -> dict:
@@ -35,16 +39,20 @@ def build(recipe: Recipe, models: list[tuple[Handle, Handle]]) -> dict:
             "gzip_bytes": i["gzip_bytes"], "artifact": deployable.artifact.path, "sha256": deployable.artifact.sha256,
             "gates_passed": deployable.gates_passed, "gates": i.get("gates", []),
             "benchmarks": [{k: r[k] for k in BENCH_FIELDS if k in r} for r in bench.info["results"]],
+            "benchmarks_skipped": bench.info.get("skipped", []),
+            "benchmark_artifact": bench.artifact.path if bench.artifact else None,
         }
         entries.append(entry)
     _add_ratios(entries)
     env = models[0][1].info["environment"] if models else {}
     return {"family": recipe.name, "recipe": recipe.source_path, "generated_at": dt.datetime.now(dt.UTC).isoformat(),
-            "environment": env, "gates": recipe.gates.model_dump(), "models": entries}
+            "environment": env, "gates": recipe.gates.model_dump(), "dataset": recipe.dataset.model_dump(mode="json"),
+            "select": recipe.select.model_dump(mode="json"), "models": entries}
 
 
 def _add_ratios(entries: list[dict]) -> None:
-    """Speedup and size ratios against the same framework's baseline, on the same runtime and batch size."""
+    """Speedup and size ratios against the same framework's fp32 baseline, on the same runtime and batch size
+    (an fp16 cell's speedup is therefore precision and compression together)."""
     base = {e["framework"]: e for e in entries if e["name"] == "baseline"}
     for e in entries:
         b = base.get(e["framework"])
@@ -52,24 +60,38 @@ def _add_ratios(entries: list[dict]) -> None:
             continue
         e["size_ratio"] = e["file_bytes"] / b["file_bytes"]
         e["params_ratio"] = e["params"] / b["params"]
-        ref = {(r["runtime"], r["batch_size"]): r["p50_ms"] for r in b["benchmarks"]}
+        ref = {(r["runtime"], r["batch_size"]): r["p50_ms"] for r in b["benchmarks"] if precision(r) == "fp32"}
         for r in e["benchmarks"]:
             key = (r["runtime"], r["batch_size"])
             if key in ref:
                 r["speedup_vs_baseline"] = ref[key] / r["p50_ms"]
 
 
+def precision(row: dict) -> str:
+    return row.get("precision", "fp32")
+
+
+def cell(row: dict) -> tuple[str, str, int]:
+    """A benchmark cell: (runtime, precision, batch size)."""
+    return row["runtime"], precision(row), row["batch_size"]
+
+
+def cell_label(c: tuple[str, str, int]) -> str:
+    rt, prec, bs = c
+    return f"{rt} b{bs}" if prec == "fp32" else f"{rt} {prec} b{bs}"
+
+
 def markdown(report: dict) -> str:
-    cells = sorted({(r["runtime"], r["batch_size"]) for m in report["models"] for r in m["benchmarks"]})
+    cells = sorted({cell(r) for m in report["models"] for r in m["benchmarks"]})
     head = ["model", "framework", "method", "parent", "accuracy", "drop (pp)", "params", "file KB", "gzip KB",
-            "gates"] + [f"{rt} b{bs} p50 ms (speedup)" for rt, bs in cells]
+            "gates"] + [f"{cell_label(c)} p50 ms (speedup)" for c in cells]
     lines = [f"# {report['family']}: compression report", "",
              f"Accuracy on the test split, measured on the deployed artifact ({'/'.join(sorted({m['accuracy_runtime'] for m in report['models']}))}). "
              "Drop is against the same framework's baseline; speedup is baseline p50 / model p50 on the same runtime "
              "and batch size, measured in the same run.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for m in report["models"]:
-        bench = {(r["runtime"], r["batch_size"]): r for r in m["benchmarks"]}
+        bench = {cell(r): r for r in m["benchmarks"]}
         row = [m["name"], m["framework"], m["method"] or "-", m["parent"] or "-", f"{m['accuracy']:.4f}",
                f"{100 * m['accuracy_drop']:+.2f}", f"{m['params']:,}", f"{m['file_bytes'] / 1024:.0f}",
                f"{m['gzip_bytes'] / 1024:.0f}", "pass" if m["gates_passed"] else "FAIL"]
@@ -77,10 +99,15 @@ def markdown(report: dict) -> str:
             r = bench.get(c)
             row.append("-" if r is None else f"{r['p50_ms']:.3f} ({r.get('speedup_vs_baseline', 1.0):.2f}x)")
         lines.append("| " + " | ".join(row) + " |")
+    skipped = sorted({f"{s['runtime']} {s['precision']}: {s['reason']}" for m in report["models"]
+                      for s in m.get("benchmarks_skipped", [])})
+    if skipped:
+        lines += ["", "Not measured here: " + "; ".join(skipped) + "."]
     env = report.get("environment") or {}
     cpu, gpu = env.get("cpu") or {}, env.get("gpu")
     lines += ["", f"Environment: {cpu.get('model', '?')} ({cpu.get('cores', '?')} cores, ISA: "
                   f"{', '.join(cpu.get('isa', [])) or 'baseline'}), threads {env.get('threads')}, "
+                  f"load average {env.get('load_average_1m', '?')} while measuring, "
                   f"GPU: {gpu['name'] if gpu else 'none'}; providers used: "
                   f"{', '.join(sorted({r['provider'] for m in report['models'] for r in m['benchmarks']}))}."]
     return "\n".join(lines) + "\n"
@@ -89,6 +116,9 @@ def markdown(report: dict) -> str:
 def write(report: dict, store: ArtifactStore) -> dict[str, str]:
     """Write report.json and report.md atomically under ``<artifact root>/<family>/report/``."""
     folder = f"{report['family']}/report"
+    from compression_pipeline import report_html
+
     paths = {"json": store.write_text_named(f"{folder}/report.json", json.dumps(report, indent=1, default=float)),
-             "md": store.write_text_named(f"{folder}/report.md", markdown(report))}
+             "md": store.write_text_named(f"{folder}/report.md", markdown(report)),
+             **report_html.write(report, store, folder)}
     return {k: str(v) for k, v in paths.items()}

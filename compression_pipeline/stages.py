@@ -162,27 +162,95 @@ def benchmark(recipe: Recipe, store: ArtifactStore, deployable: Handle, torch_mo
     bm = recipe.benchmark
     protocol = B.Protocol(bm.warmup_runs, bm.warmup_s, bm.min_runs, bm.min_time_s)
     in_shape = (1, *recipe.dataset.image_shape)
-    rows = []
+    rows, skipped = [], []  # skipped: cells not run here (e.g. fp16 on CPU), each with its reason
     if "onnxruntime" in bm.runtimes:
         rows += B.bench_onnx(store.path(deployable.artifact, verify=True), in_shape, bm.batch_sizes, bm.device,
-                             bm.threads, protocol)
+                             bm.threads, protocol, skipped=skipped)
     if "torch" in bm.runtimes and torch_model is not None:
+        import torch  # noqa: F401  (imported before the clock starts: a process cost, not the model's load time)
+
         from compression_pipeline import zoo
 
         t0 = time.perf_counter()
         module, _ = zoo.load_torch(store.path(torch_model.artifact, verify=True))
         rows += B.bench_torch(module, in_shape, bm.batch_sizes, bm.device, bm.threads, protocol,
-                              load_s=time.perf_counter() - t0)
+                              load_s=time.perf_counter() - t0, skipped=skipped)
+    elif "torch" in bm.runtimes:
+        skipped.append({"runtime": "torch", "precision": "fp32",
+                        "reason": f"no PyTorch model: this model is in {deployable.info.get('form', 'onnx')} form"})
     name, fw = deployable.info["name"], deployable.info["framework"]
     env = environment.capture(bm.threads)
-    art = store.write_bytes(f"{recipe.name}/{fw}_{name}_benchmark",
-                            _json({"model": name, "framework": fw, "environment": env, "results": rows}).encode(),
-                            "json", "json")
+    body = {"model": name, "framework": fw, "protocol": bm.model_dump(), "environment": env, "results": rows,
+            "skipped": skipped}
+    art = store.write_bytes(f"{recipe.name}/{fw}_{name}_benchmark", _json(body).encode(), "json", "json")
     summary = [{k: v for k, v in r.items() if k != "samples_ms"} for r in rows]
-    return Handle(artifact=art, info={"name": name, "framework": fw, "results": summary, "environment": env})
+    return Handle(artifact=art, info={"name": name, "framework": fw, "results": summary, "environment": env,
+                                      "skipped": skipped})
 
 
 def _json(obj) -> str:
     import json
 
     return json.dumps(obj, indent=1, sort_keys=True, default=float)
+
+
+# --- reports and the deployment candidate -----------------------------------------------------------------------
+def report(recipe: Recipe, store: ArtifactStore, models: list[tuple[Handle, Handle]]) -> Handle:
+    """report.json/.md/.html at fixed names for people, plus a content-addressed snapshot of report.json that the
+    deployment candidate reads (a later run rewriting report.json never changes what an old handle points at)."""
+    from compression_pipeline import report as R
+
+    rep = R.build(recipe, models)
+    paths = R.write(rep, store)
+    art = store.write_bytes(f"{recipe.name}/report/snapshots", _json(rep).encode(), "json", "json")
+    return Handle(artifact=art, info={"paths": paths, "models": len(rep["models"]), "table": R.markdown(rep)})
+
+
+def deployment_candidate(recipe: Recipe, store: ArtifactStore, report_h: Handle, splits_h: Handle,
+                         previous: Handle | None = None) -> Handle:
+    """Pick the candidate with the recipe's ``select`` rule, copy its artifact and write its model card.
+
+    When no model meets the constraints the handle keeps ``previous``'s artifact and fails its
+    ``constraints_met`` gate, so the last good candidate (what consumers read) is never replaced.
+    """
+    import json
+
+    from compression_pipeline import model_card, select as S
+    from compression_pipeline.artifacts import Artifact
+
+    rep = json.loads(store.path(report_h.artifact, verify=True).read_text())
+    decision = S.select(rep, recipe.select)
+    info = {"rule": decision.rule, "decision": decision.to_dict(), "select": recipe.select.model_dump(mode="json"),
+            "report": report_h.artifact.path}
+    folder = f"{recipe.name}/deployment_candidate"
+    if decision.chosen is None:
+        prev = previous.info.get("candidate") if previous else None
+        keeps = (f"the previous candidate {prev} ({previous.artifact.path}) stays" if previous and previous.artifact
+                 else "there is no previous candidate")
+        why = "; ".join(f"{k}: {v}" for k, v in decision.reasons.items())
+        gate = G.Gate("constraints_met", False, f"no model meets the rule ({decision.rule}); {keeps}. {why}",
+                      {"reasons": decision.reasons, "kept_previous": prev})
+        return _gated(Handle(artifact=previous.artifact if previous else None,
+                             info={**info, "candidate": None, "kept_previous": prev}), [gate])
+    m = next(x for x in rep["models"] if S.model_key(x) == decision.chosen)
+    source = store.path(Artifact(path=m["artifact"], format="onnx", sha256=m["sha256"], bytes=m["file_bytes"]),
+                        verify=True)
+    data = source.read_bytes()
+    art = store.write_bytes(folder, data, "onnx", "onnx", m["framework"])
+    splits_facts = {"rows": splits_h.info.get("rows"), "sha256": splits_h.artifact.sha256 if splits_h.artifact else None}
+    card = model_card.render(rep, decision, splits_facts, art.model_dump())
+    card_art = store.write_bytes(f"{folder}/cards", card.encode(), "md", "md")
+    # Stable names for deployment tooling and people; each written atomically, only when a model was chosen.
+    current = {"model": store.write_bytes_named(f"{folder}/current/model.onnx", data),
+               "model_card": store.write_text_named(f"{folder}/current/model_card.md", card),
+               "decision": store.write_text_named(f"{folder}/current/decision.json", _json(decision.to_dict()))}
+    row = S.cell_row(m, recipe.select)
+    info.update(candidate=decision.chosen, name=m["name"], framework=m["framework"], objective=recipe.select.objective,
+                objective_value=decision.value, accuracy=m["accuracy"], file_bytes=m["file_bytes"],
+                source_artifact=m["artifact"], model_card=card_art.path, current={k: str(v) for k, v in current.items()})
+    if row is not None:
+        info["p50_ms"] = row["p50_ms"]
+    gate = G.Gate("constraints_met", True, f"{decision.chosen} chosen: {decision.rule}; {recipe.select.objective} "
+                                           f"{decision.value:.6g}; {len(decision.reasons)} other model(s) not chosen",
+                  {"reasons": decision.reasons, "ranking": decision.ranking})
+    return _gated(Handle(artifact=art, info=info), [gate])

@@ -13,13 +13,14 @@ EXPECTED_ASSETS = {
     "digits/torch_baseline": "models", "digits/torch_int8": "models",
     "digits/torch_baseline_onnx": "exports",
     "digits/torch_baseline_benchmark": "benchmarks", "digits/torch_int8_benchmark": "benchmarks",
-    "digits/report": "reports",
+    "digits/report": "reports", "digits/deployment_candidate": "reports",
 }
 EXPECTED_CHECKS = {
     "digits/splits": {"schema", "value_range", "no_missing", "labels", "class_balance", "row_counts", "no_leakage"},
     "digits/torch_baseline": {"accuracy_gate"},
     "digits/torch_baseline_onnx": {"parity", "accuracy_gate"},
     "digits/torch_int8": {"accuracy_gate"},
+    "digits/deployment_candidate": {"constraints_met"},
 }
 
 

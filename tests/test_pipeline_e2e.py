@@ -40,7 +40,7 @@ def test_default_recipe_end_to_end(tmp_path):
         result = _run(defs, instance)
         assert result.success
         checks = _checks(result)
-    assert len(checks) == 11 and all(passed for passed, _ in checks.values()), \
+    assert len(checks) == 12 and all(passed for passed, _ in checks.values()), \
         {k: v[1] for k, v in checks.items() if not v[0]}
     report = json.loads((tmp_path / "artifacts/digits/report/report.json").read_text())
     models = {m["name"]: m for m in report["models"]}
@@ -56,6 +56,15 @@ def test_default_recipe_end_to_end(tmp_path):
         or "onnxruntime" in report["environment"]["libraries"]
     md = (tmp_path / "artifacts/digits/report/report.md").read_text()
     assert "| int8 | torch | quantize_static | baseline |" in md
+    folder = tmp_path / "artifacts/digits/report"
+    assert all((folder / f"{p}.png").read_bytes().startswith(b"\x89PNG") for p in ("accuracy_latency", "sizes", "speedup"))
+    assert (folder / "report.html").read_text().count("data:image/png;base64,") == 3
+    # Every model on every runtime available here, with the full statistics; fp16 skipped on CPU with a reason.
+    assert all({"p50_ms", "p90_ms", "p95_ms", "p99_ms", "mean_ms", "std_ms", "throughput", "load_s", "peak_host_mb"}
+               <= set(b) for m in report["models"] for b in m["benchmarks"])
+    decision = json.loads((tmp_path / "artifacts/digits/deployment_candidate/current/decision.json").read_text())
+    names = {f"{m['framework']}_{m['name']}" for m in report["models"]}
+    assert decision["chosen"] in names and set(decision["reasons"]) == names - {decision["chosen"]}
 
 
 def _npz_recipe(roots, tiny_recipe_dict):

@@ -1,8 +1,9 @@
 """The asset factory: one recipe in, one family of assets, checks, a job and a schedule out.
 
 Keys are ``<family>/<noun>``: ``raw_dataset``, ``splits``, ``<framework>_<model>`` (a trained or compressed
-model), ``<framework>_<model>_onnx`` (the export of a framework-native model), ``<framework>_<model>_benchmark``
-and ``report``. Groups are stages. A variant depends on its parent, so the graph is the lineage.
+model), ``<framework>_<model>_onnx`` (the export of a framework-native model), ``<framework>_<model>_benchmark``,
+``report`` and ``deployment_candidate``. Groups are stages. A variant depends on its parent, so the graph is the
+lineage.
 """
 
 
@@ -14,7 +15,7 @@ from compression_pipeline.methods import get_method
 from compression_pipeline.orchestration.resources import PipelineResource
 from compression_pipeline.quality import GATES as DATA_GATES
 from compression_pipeline.recipe import Recipe
-from compression_pipeline.report import build as build_report, markdown, write as write_report
+from compression_pipeline.report import cell, cell_label
 
 KINDS = {"torch": "pytorch", "onnx": "onnx"}
 GPU_TAGS = {"dagster-k8s/config": {"container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}}}}}
@@ -91,6 +92,7 @@ class Family:
         for fw in r.baseline.frameworks:
             self._framework(fw)
         self._report()
+        self._candidate()
         return self.assets
 
     def _framework(self, fw: str) -> None:
@@ -155,9 +157,13 @@ class Family:
         def bench(context, pipeline, deployable, model=None):
             """Latency matrix (runtimes x batch sizes) on the best device present; the provider really used is recorded."""
             h = stages.benchmark(r, pipeline.store(), deployable, model)
-            numbers = {f"{x['runtime']}_b{x['batch_size']}_{k}": x[k] for x in h.info["results"]
-                       for k in ("p50_ms", "p99_ms", "throughput")}
+            # Plain numbers: the UI plots each one over time (Plots tab of the asset).
+            numbers = {f"{cell_label(cell(x)).replace(' ', '_')}_{k}": float(x[k]) for x in h.info["results"]
+                       for k in ("p50_ms", "p95_ms", "p99_ms", "throughput", "peak_host_mb") if k in x}
+            numbers.update(accuracy=float(deployable.info["accuracy"]), model_file_bytes=int(deployable.artifact.bytes))
             numbers["providers"] = ", ".join(sorted({x["provider"] for x in h.info["results"]}))
+            if h.info["skipped"]:
+                numbers["skipped"] = dg.MetadataValue.json(h.info["skipped"])
             yield from _emit(h, numbers)
 
         self._asset(self.key(f"{fw}_{name}_benchmark"), "benchmarks", ins, bench, kinds={"onnx", KINDS[fw]} if native else {"onnx"},
@@ -173,18 +179,39 @@ class Family:
             ins[f"b_{fw}_{n}"] = self.key(f"{fw}_{n}_benchmark")
 
         def report(context, pipeline, **handles):
-            """The family comparison: accuracy, drop, params, size, latency and speedup per model."""
-            rep = build_report(r, [(handles[f"d_{fw}_{n}"], handles[f"b_{fw}_{n}"]) for fw, n in pairs])
-            paths = write_report(rep, pipeline.store())
-            table = markdown(rep)
-            yield dg.Output(Handle(info={"paths": paths, "models": len(rep["models"])}),
-                            metadata={"table": dg.MetadataValue.md(table),
+            """The family comparison: accuracy, drop, params, size, latency and speedup per model (json, md, html)."""
+            h = stages.report(r, pipeline.store(), [(handles[f"d_{fw}_{n}"], handles[f"b_{fw}_{n}"]) for fw, n in pairs])
+            paths = h.info["paths"]
+            yield dg.Output(h, data_version=dg.DataVersion(h.artifact.sha256[:16]),
+                            metadata={"table": dg.MetadataValue.md(h.info["table"]),
+                                      "report_html": dg.MetadataValue.path(paths["html"]),
+                                      "report_html_url": dg.MetadataValue.url(f"file://{paths['html']}"),
                                       "report_json": dg.MetadataValue.path(paths["json"]),
                                       "report_md": dg.MetadataValue.path(paths["md"]),
-                                      "models": len(rep["models"])})
+                                      "models": h.info["models"]})
 
-        self._asset(self.key("report"), "reports", ins, report, kinds={"json", "markdown"},
+        self._asset(self.key("report"), "reports", ins, report, kinds={"json", "markdown", "html"},
                     version_of=("benchmark", "gates"))
+
+    def _candidate(self) -> None:
+        r, key = self.r, self.key("deployment_candidate")
+
+        def candidate(context, pipeline, report, splits):
+            """The deployment candidate picked by the recipe's `select` rule, with its model card; when no model
+            meets the rule, the previous candidate stays and the check says why."""
+            h = stages.deployment_candidate(r, pipeline.store(), report, splits, pipeline.last_good(key))
+            reasons = h.info["decision"]["reasons"]
+            meta = {"rule": h.info["rule"],
+                    "not_chosen": dg.MetadataValue.md("| model | why not |\n|---|---|\n" + "".join(
+                        f"| {k} | {v} |\n" for k, v in reasons.items()))}
+            if h.info.get("candidate"):
+                meta["model_card"] = dg.MetadataValue.path(h.info["current"]["model_card"])
+            yield from _emit(h, meta)
+
+        self._asset(key, "reports", {"report": self.key("report"), "splits": self.key("splits")}, candidate,
+                    kinds={"onnx", "markdown"}, checks=["constraints_met"],
+                    check_doc="a model met the recipe's select rule (else the previous candidate stays)",
+                    version_of=("select", "benchmark", "gates"))
 
 
 def family_definitions(recipe: Recipe) -> tuple[list, list, list]:

@@ -22,6 +22,13 @@ class PipelineResource(dg.ConfigurableResource):
     def store(self) -> ArtifactStore:
         return ArtifactStore(self.artifact_root)
 
+    def last_good(self, key: dg.AssetKey) -> Handle | None:
+        """What consumers read for ``key`` now (its last materialization that passed its gates), if any."""
+        try:
+            return HandleIOManager(artifact_root=self.artifact_root).load_good(key)
+        except ArtifactError:
+            return None
+
 
 class HandleIOManager(dg.ConfigurableIOManager):
     """Stores each asset's ``Handle`` as JSON (never a pickle) and hands consumers only gated ones.

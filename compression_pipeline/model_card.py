@@ -1,0 +1,67 @@
+"""The model card of a deployment candidate (Markdown): data, parent chain, config, accuracy, latency,
+environment, and why every other model was not chosen."""
+
+from __future__ import annotations
+
+import json
+
+from compression_pipeline.report import cell_label, cell
+from compression_pipeline.select import Decision, model_key
+
+
+def render(report: dict, decision: Decision, data: dict, artifact: dict) -> str:
+    """``data``: facts about the splits (rows per split, sha256); ``artifact``: the copied deployable's handle."""
+    models = {model_key(m): m for m in report["models"]}
+    m = models[decision.chosen]
+    by_name = {(x["framework"], x["name"]): x for x in report["models"]}
+    ds = report.get("dataset") or {}
+    lines = [f"# Model card: {report['family']} / {decision.chosen}", "",
+             f"Selected by the recipe's `select` rule: {decision.rule}.", "",
+             "## Artifact", "",
+             f"- file: `{artifact['path']}` ({artifact['bytes']:,} bytes, {artifact.get('format', 'onnx')})",
+             f"- sha256: `{artifact['sha256']}`",
+             f"- copied from: `{m['artifact']}`", "",
+             "## Data", "",
+             f"- source: {ds.get('source', '?')}" + (f" (`{ds['path']}`)" if ds.get("path") else ""),
+             f"- image shape {ds.get('image_shape')}, classes {ds.get('classes')}, pixels scaled by "
+             f"1/{ds.get('value_max')}",
+             f"- split: {ds.get('split')} (stratified, seed {ds.get('seed')}); rows: {data.get('rows')}",
+             f"- splits artifact sha256: `{data.get('sha256', '?')}`", "",
+             "## Lineage (parent chain)", "",
+             "| step | method | accuracy | params | file bytes |", "|---|---|---|---|---|"]
+    for name in m.get("chain", [m["name"]]):
+        x = by_name.get((m["framework"], name))
+        if x:
+            lines.append(f"| {name} | {x['method'] or '-'} | {x['accuracy']:.4f} | {x['params']:,} | "
+                         f"{x['file_bytes']:,} |")
+        else:
+            lines.append(f"| {name} | (not in this report) | | | |")
+    tol = m.get("tolerance")
+    lines += ["", "## Config", "", "```json", json.dumps({"method": m["method"], "parent": m["parent"],
+                                                            "config": m.get("config", {}), "tolerance": tol},
+                                                           indent=1, sort_keys=True), "```", "",
+              "## Accuracy", "",
+              f"- test accuracy {m['accuracy']:.4f} measured with {m['accuracy_runtime']} on this artifact; "
+              f"baseline {m['baseline_accuracy']:.4f}; drop {100 * m['accuracy_drop']:+.2f} points "
+              f"({100 * m['accuracy_drop_relative']:+.2f} % relative)"]
+    lines += [f"- gate `{g['name']}`: {'passed' if g['passed'] else 'FAILED'}: {g['description']}"
+              for g in m.get("gates", [])]
+    lines += ["", "## Latency", "", "| cell | provider | p50 ms | p90 ms | p95 ms | p99 ms | mean ms | std ms | "
+              "samples/s | speedup vs baseline |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in m["benchmarks"]:
+        lines.append(f"| {cell_label(cell(r))} | {r['provider']} | {r['p50_ms']:.3f} | {r['p90_ms']:.3f} | "
+                     f"{r.get('p95_ms', float('nan')):.3f} | {r['p99_ms']:.3f} | {r.get('mean_ms', float('nan')):.3f} | "
+                     f"{r.get('std_ms', float('nan')):.3f} | {r['throughput']:,.0f} | "
+                     f"{r.get('speedup_vs_baseline', 1.0):.2f}x |")
+    for s in m.get("benchmarks_skipped", []):
+        lines.append(f"\nNot measured: {s['runtime']} {s['precision']}: {s['reason']}")
+    env = report.get("environment") or {}
+    cpu, gpu = env.get("cpu") or {}, env.get("gpu")
+    lines += ["", "## Environment", "",
+              f"- CPU: {cpu.get('model', '?')} ({cpu.get('cores', '?')} cores; ISA {', '.join(cpu.get('isa', []))})",
+              f"- GPU: {gpu['name'] + ', driver ' + str(gpu.get('driver')) if gpu else 'none'}",
+              f"- threads: {env.get('threads')}",
+              f"- libraries: {', '.join(f'{k} {v}' for k, v in sorted((env.get('libraries') or {}).items()))}", "",
+              "## Other models and why they were not chosen", "", "| model | reason |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in decision.reasons.items()]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,253 @@
+"""report.html: the family report as plots a person would rather look at than read.
+
+Three figures, each written as a PNG next to report.html and embedded in it (base64), so the HTML is one
+self-contained file that can be mailed or attached:
+
+- ``accuracy_latency.png``: accuracy vs p50 latency, one panel per runtime (and precision) at one batch size,
+  with the Pareto front (no other model is both faster and at least as accurate) marked;
+- ``sizes.png``: deployable file size and gzip size per model;
+- ``speedup.png``: speedup vs the fp32 baseline on the same runtime, one panel per runtime, one bar per batch size.
+
+matplotlib is used through ``Figure`` objects with the Agg canvas: no pyplot, no global backend, no display.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+
+from compression_pipeline.artifacts import ArtifactStore
+from compression_pipeline.report import cell, cell_label, markdown
+
+PLOTS = ("accuracy_latency", "sizes", "speedup")
+FRONT, OTHER, BASE = "#d62728", "#7f7f7f", "#1f77b4"
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points on the Pareto front when a lower x (latency) and a higher y (accuracy) are better.
+
+    A point is on the front when no other point is at least as good on both axes and strictly better on one.
+    Returned in order of increasing latency, so they can be joined by a line.
+    """
+    front = []
+    for i, (x, y) in enumerate(points):
+        dominated = any(x2 <= x and y2 >= y and (x2 < x or y2 > y) for j, (x2, y2) in enumerate(points) if j != i)
+        if not dominated:
+            front.append(i)
+    return sorted(front, key=lambda i: (points[i][0], -points[i][1]))
+
+
+def model_key(m: dict) -> str:
+    return f"{m['framework']}_{m['name']}"
+
+
+def _figure(width: float, height: float):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=110, layout="constrained")
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def plot_batch(report: dict) -> int:
+    """The batch size of the accuracy/latency plot: the selection's, if measured, else the smallest measured."""
+    sizes = sorted({r["batch_size"] for m in report["models"] for r in m["benchmarks"]})
+    wanted = (report.get("select") or {}).get("batch_size")
+    return wanted if wanted in sizes else (sizes[0] if sizes else 1)
+
+
+def accuracy_latency(report: dict) -> bytes:
+    from matplotlib.ticker import MaxNLocator
+
+    bs = plot_batch(report)
+    panels = sorted({(rt, prec) for m in report["models"] for (rt, prec, b) in map(cell, m["benchmarks"]) if b == bs},
+                    key=lambda p: (p[0], p[1] != "fp32", p[1]))  # fp32 first, then other precisions
+    fig = _figure(5.2 * max(len(panels), 1), 4.2)
+    axes = fig.subplots(1, max(len(panels), 1), squeeze=False)[0]
+    for ax, (rt, prec) in zip(axes, panels):
+        pts, names = [], []
+        for m in report["models"]:
+            row = next((r for r in m["benchmarks"] if cell(r) == (rt, prec, bs)), None)
+            if row is not None:
+                pts.append((row["p50_ms"], m["accuracy"]))
+                names.append(model_key(m))
+        front = pareto_front(pts)
+        labelled = set()
+        for i, ((x, y), name) in enumerate(zip(pts, names)):
+            on = i in front
+            label = "Pareto front" if on else "dominated"
+            ax.scatter([x], [y], s=70 if on else 40, color=FRONT if on else OTHER, zorder=3,
+                       edgecolors="black" if name.endswith("_baseline") else "none",
+                       label=None if label in labelled else label)
+            labelled.add(label)
+            ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        if len(front) > 1:
+            ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], color=FRONT, lw=1.2, ls="--",
+                    drawstyle="steps-post", zorder=2)
+        ax.set_title(cell_label((rt, prec, bs)))
+        ax.set_xlabel("p50 latency (ms, lower is better)")
+        ax.set_ylabel("test accuracy")
+        xs = [p[0] for p in pts]
+        if xs and max(xs) / max(min(xs), 1e-9) > 20:
+            ax.set_xscale("log")
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
+        ax.margins(0.2)  # room for the labels of points at the edges
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best", fontsize=8)
+    if not panels:
+        axes[0].text(0.5, 0.5, "no benchmark results", ha="center", va="center")
+    fig.suptitle(f"{report['family']}: accuracy vs latency at batch {bs}")
+    return _png(fig)
+
+
+def sizes(report: dict) -> bytes:
+    models = report["models"]
+    names = [model_key(m) for m in models]
+    fig = _figure(7.5, 0.45 * len(models) + 1.6)
+    ax = fig.subplots()
+    ys = range(len(models))
+    ax.barh([y + 0.2 for y in ys], [m["file_bytes"] / 1024 for m in models], height=0.4, color=BASE, label="file")
+    ax.barh([y - 0.2 for y in ys], [m["gzip_bytes"] / 1024 for m in models], height=0.4, color="#ff7f0e",
+            label="gzip -9")
+    for y, m in zip(ys, models):
+        ratio = m.get("size_ratio")
+        text = f"{m['file_bytes'] / 1024:,.0f} KB" + (f" ({ratio:.2f}x of baseline)" if ratio is not None else "")
+        ax.text(m["file_bytes"] / 1024, y + 0.2, " " + text, va="center", fontsize=8)
+    ax.set_yticks(list(ys), names)
+    ax.invert_yaxis()
+    ax.set_xlabel("KB")
+    ax.set_xlim(0, max([m["file_bytes"] for m in models] or [1]) / 1024 * 1.45)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title(f"{report['family']}: deployable size per model")
+    ax.grid(axis="x", alpha=0.3)
+    return _png(fig)
+
+
+def speedup(report: dict) -> bytes:
+    models = report["models"]
+    runtimes = sorted({r["runtime"] for m in models for r in m["benchmarks"]})
+    fig = _figure(max(6.0, 1.1 * len(models) + 2) * max(len(runtimes), 1) / 1.4, 4.2)
+    axes = fig.subplots(1, max(len(runtimes), 1), squeeze=False)[0]
+    for ax, rt in zip(axes, runtimes):
+        series = sorted({(prec, bs) for m in models for (r, prec, bs) in map(cell, m["benchmarks"]) if r == rt},
+                        key=lambda s: (s[0] != "fp32", s[0], s[1]))
+        crowded = len(series) * len(models) > 10
+        names = [model_key(m) for m in models if any(r["runtime"] == rt for r in m["benchmarks"])]
+        width = 0.8 / max(len(series), 1)
+        for k, (prec, bs) in enumerate(series):
+            xs, hs = [], []
+            for i, m in enumerate(m for m in models if model_key(m) in names):
+                row = next((r for r in m["benchmarks"] if cell(r) == (rt, prec, bs)), None)
+                if row is not None and "speedup_vs_baseline" in row:
+                    xs.append(i - 0.4 + width * (k + 0.5))
+                    hs.append(row["speedup_vs_baseline"])
+            bars = ax.bar(xs, hs, width=width, label=f"batch {bs}" + ("" if prec == "fp32" else f" {prec}"))
+            ax.bar_label(bars, fmt="%.2fx", fontsize=6 if crowded else 7, rotation=90 if crowded else 0,
+                         padding=2)
+        ax.axhline(1.0, color="black", lw=0.8)
+        ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+        ax.set_xlim(-0.6, max(len(names), 2) - 0.4)  # a lone model gets a bar, not a wall
+        ax.set_ylim(0, ax.get_ylim()[1] * 1.12)  # room for the labels above the bars
+        ax.set_ylabel("speedup vs fp32 baseline (p50)")
+        ax.set_title(rt)
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=8)
+    if not runtimes:
+        axes[0].text(0.5, 0.5, "no benchmark results", ha="center", va="center")
+    fig.suptitle(f"{report['family']}: speedup vs the baseline on the same runtime")
+    return _png(fig)
+
+
+def render(report: dict) -> dict[str, bytes]:
+    """The PNG bytes of every plot, by name."""
+    return {"accuracy_latency": accuracy_latency(report), "sizes": sizes(report), "speedup": speedup(report)}
+
+
+def _table(report: dict) -> str:
+    """The models with their full statistics per benchmark cell."""
+    head = ["model", "cell", "provider", "p50", "p90", "p95", "p99", "mean", "std", "runs", "samples/s", "load s",
+            "first call", "peak host MB", "peak device MB", "speedup"]
+    rows = []
+    for m in report["models"]:
+        for r in m["benchmarks"]:
+            dev = r.get("peak_device_mb")
+            vals = [model_key(m), cell_label(cell(r)), r["provider"]] + \
+                [f"{r[k]:.3f}" if k in r else "-" for k in ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "mean_ms", "std_ms")] + \
+                [str(r.get("runs", "-")), f"{r['throughput']:,.0f}", f"{r.get('load_s', 0):.3f}",
+                 f"{r['first_call_ms']:.2f} ms" if "first_call_ms" in r else "-",
+                 f"{r['peak_host_mb']:.0f}" if "peak_host_mb" in r else "-", "-" if dev is None else f"{dev:.1f}",
+                 f"{r['speedup_vs_baseline']:.2f}x" if "speedup_vs_baseline" in r else "-"]
+            rows.append("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in vals) + "</tr>")
+    return ("<table><thead><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr></thead><tbody>"
+            + "".join(rows) + "</tbody></table>")
+
+
+def _md_table_html(report: dict) -> str:
+    """The summary table of report.md as an HTML table (same numbers, one row per model)."""
+    lines = [ln for ln in markdown(report).splitlines() if ln.startswith("|")]
+    if len(lines) < 2:
+        return ""
+    cells = [[c.strip() for c in ln.strip("|").split("|")] for ln in lines]
+    head, body = cells[0], cells[2:]
+    return ("<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr></thead><tbody>"
+            + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in body)
+            + "</tbody></table>")
+
+
+CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px;color:#222}
+table{border-collapse:collapse;font-size:13px;margin:1em 0}th,td{border:1px solid #ccc;padding:3px 7px;text-align:right}
+th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%;border:1px solid #eee;margin:.5em 0}
+.note{color:#555;font-size:13px}"""
+
+
+def html_page(report: dict, images: dict[str, bytes]) -> str:
+    env = report.get("environment") or {}
+    cpu, gpu = env.get("cpu") or {}, env.get("gpu")
+    skipped = sorted({f"{s['runtime']} {s['precision']}: {s['reason']}" for m in report["models"]
+                      for s in m.get("benchmarks_skipped", [])})
+    img = {k: f'<img alt="{k}" src="data:image/png;base64,{base64.b64encode(v).decode()}">' for k, v in images.items()}
+    esc = html.escape
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(report['family'])}: compression report</title>"
+        f"<style>{CSS}</style></head><body>",
+        f"<h1>{esc(report['family'])}: compression report</h1>",
+        f"<p class='note'>Generated {esc(str(report.get('generated_at', '')))} from {esc(str(report.get('recipe', '')))}. "
+        "Accuracy is measured on the deployed artifact with the runtime that is benchmarked; latency is the p50 of "
+        "the measured calls after warm-up; speedups are against the fp32 baseline on the same runtime and batch size, "
+        "measured in the same run.</p>",
+        "<h2>Accuracy vs latency</h2><p class='note'>Red points form the Pareto front: no other model is both "
+        "faster and at least as accurate. The outlined point is the baseline.</p>", img.get("accuracy_latency", ""),
+        "<h2>Summary</h2>", _md_table_html(report),
+        "<h2>Speedup vs baseline per runtime</h2>", img.get("speedup", ""),
+        "<h2>Size per model</h2>", img.get("sizes", ""),
+        "<h2>Every benchmark cell</h2><p class='note'>Times in ms. Peak host memory is the process's peak resident "
+        "set during the cell; raw samples are in each model's benchmark artifact.</p>", _table(report),
+    ]
+    if skipped:
+        parts.append("<h3>Not measured here</h3><ul>" + "".join(f"<li>{esc(s)}</li>" for s in skipped) + "</ul>")
+    parts.append(f"<h2>Environment</h2><p>{esc(cpu.get('model', '?'))}, {cpu.get('cores', '?')} cores, ISA: "
+                 f"{esc(', '.join(cpu.get('isa', [])) or 'baseline')}; threads {env.get('threads')}; load average "
+                 f"{env.get('load_average_1m', '?')} while measuring; GPU: "
+                 f"{esc(gpu['name'] + ' (driver ' + gpu.get('driver', '?') + ')') if gpu else 'none'}.</p>"
+                 f"<pre>{esc(_json(env.get('libraries', {})))}</pre></body></html>")
+    return "\n".join(parts)
+
+
+def _json(obj) -> str:
+    import json
+
+    return json.dumps(obj, indent=1, sort_keys=True)
+
+
+def write(report: dict, store: ArtifactStore, folder: str) -> dict[str, str]:
+    """Write the PNGs and report.html (atomically, at fixed names) under ``folder``; return their paths."""
+    images = render(report)
+    paths = {name: str(store.write_bytes_named(f"{folder}/{name}.png", data)) for name, data in images.items()}
+    paths["html"] = str(store.write_text_named(f"{folder}/report.html", html_page(report, images)))
+    return paths

@@ -1,0 +1,107 @@
+"""Deployment-candidate selection: one model out of a family report, and a reason for every model not chosen.
+
+The rule is the recipe's ``select`` block: a model is eligible when its gates passed (``require_gates``), it
+was measured on the selection's cell (runtime, precision, batch size) when the objective is a speed, its file
+fits ``max_file_bytes`` and its accuracy reaches ``min_accuracy``. The eligible model with the best objective
+wins; ties go to the more accurate, then the smaller file, then the name (so the choice is deterministic).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from compression_pipeline.recipe import Select
+
+# objective -> (what it reads, "min" or "max" is best, unit)
+OBJECTIVES = {"latency_p50": ("p50_ms", "min", "ms"), "latency_p90": ("p90_ms", "min", "ms"),
+              "latency_p99": ("p99_ms", "min", "ms"), "throughput": ("throughput", "max", "samples/s"),
+              "file_bytes": ("file_bytes", "min", "bytes"), "accuracy": ("accuracy", "max", "")}
+
+
+@dataclass
+class Decision:
+    chosen: str | None  # "<framework>_<name>", or None when no model meets the constraints
+    rule: str  # the selection rule in words
+    value: float | None = None  # the chosen model's objective value
+    ranking: list[dict] = field(default_factory=list)  # eligible models, best first: {"model", "value"}
+    reasons: dict[str, str] = field(default_factory=dict)  # every model not chosen -> why
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def model_key(m: dict) -> str:
+    return f"{m['framework']}_{m['name']}"
+
+
+def cell_row(m: dict, sel: Select) -> dict | None:
+    for r in m.get("benchmarks", []):
+        if (r["runtime"], r.get("precision", "fp32"), r["batch_size"]) == (sel.runtime, sel.precision, sel.batch_size):
+            return r
+    return None
+
+
+def describe(sel: Select) -> str:
+    what, best, _ = OBJECTIVES[sel.objective]
+    parts = [f"{'lowest' if best == 'min' else 'highest'} {sel.objective}"]
+    if sel.objective not in ("file_bytes", "accuracy"):
+        parts.append(f"on {sel.runtime} {sel.precision} at batch {sel.batch_size}")
+    limits = []
+    if sel.require_gates:
+        limits.append("all gates passed")
+    if sel.max_file_bytes is not None:
+        limits.append(f"file <= {sel.max_file_bytes:,} bytes")
+    if sel.min_accuracy is not None:
+        limits.append(f"accuracy >= {sel.min_accuracy}")
+    return " ".join(parts) + (", subject to " + ", ".join(limits) if limits else "")
+
+
+def _fmt(v: float, unit: str) -> str:
+    if unit == "bytes":
+        return f"{v:,.0f} bytes"
+    if unit == "":
+        return f"{v:.4f}"
+    return f"{v:.4g} {unit}"
+
+
+def select(report: dict, sel: Select | dict) -> Decision:
+    """Pick the deployment candidate among ``report["models"]`` (the report.json contract)."""
+    sel = sel if isinstance(sel, Select) else Select.model_validate(sel)
+    what, best, unit = OBJECTIVES[sel.objective]
+    speed = sel.objective not in ("file_bytes", "accuracy")
+    decision = Decision(chosen=None, rule=describe(sel))
+    candidates = []
+    for m in report["models"]:
+        key, why = model_key(m), []
+        if sel.require_gates and not m.get("gates_passed", False):
+            failed = [g.get("description", g.get("name", "?")) for g in m.get("gates", []) if not g.get("passed")]
+            why.append("gates failed" + (f": {'; '.join(failed)}" if failed else ""))
+        row = cell_row(m, sel)
+        if speed and row is None:
+            skip = [s["reason"] for s in m.get("benchmarks_skipped", [])
+                    if (s["runtime"], s["precision"]) == (sel.runtime, sel.precision)]
+            why.append(f"not benchmarked on {sel.runtime} {sel.precision} at batch {sel.batch_size}"
+                       + (f" ({skip[0]})" if skip else ""))
+        if sel.max_file_bytes is not None and m["file_bytes"] > sel.max_file_bytes:
+            why.append(f"file {m['file_bytes']:,} bytes > max_file_bytes {sel.max_file_bytes:,}")
+        if sel.min_accuracy is not None and m["accuracy"] < sel.min_accuracy:
+            why.append(f"accuracy {m['accuracy']:.4f} < min_accuracy {sel.min_accuracy}")
+        if why:
+            decision.reasons[key] = "; ".join(why)
+            continue
+        value = float(row[what] if speed else m[what])
+        candidates.append((value if best == "min" else -value, -m["accuracy"], m["file_bytes"], key, value))
+    candidates.sort()
+    decision.ranking = [{"model": c[3], "value": c[4]} for c in candidates]
+    if not candidates:
+        return decision
+    _, _, _, decision.chosen, decision.value = candidates[0]
+    for _, _, _, key, value in candidates[1:]:
+        if value == decision.value:
+            detail = "ties on the objective; the tie-break (accuracy, then file size, then name) preferred it"
+        else:
+            ratio = value / decision.value if best == "min" else decision.value / value
+            detail = f"{ratio:.2f}x {'higher' if best == 'min' else 'lower'}"
+        decision.reasons[key] = (f"meets every constraint, but its {sel.objective} is {_fmt(value, unit)} vs "
+                                 f"{_fmt(decision.value, unit)} for {decision.chosen} ({detail})")
+    return decision
