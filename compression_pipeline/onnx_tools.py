@@ -90,9 +90,18 @@ def session(path: Path | str | bytes, device: str = "cpu", threads: int | None =
     return ort.InferenceSession(model, sess_options=opts, providers=providers_for(device))
 
 
+def feed_layout(dims, image_shape) -> tuple[int, ...]:
+    """The per-sample shape a model's input expects: (1, h, w) for PyTorch exports (NCHW), (h, w, 1) for Keras
+    exports (NHWC). Read from the graph's input dims, so every caller feeds each model the way it was built."""
+    h, w = image_shape
+    return (h, w, 1) if list(dims[1:]) == [h, w, 1] else (1, h, w)
+
+
 def predict(sess, X: np.ndarray, image_shape, batch_size: int = 256) -> np.ndarray:
-    name = sess.get_inputs()[0].name
-    out = [sess.run(None, {name: as_images(X[i: i + batch_size], image_shape)})[0] for i in range(0, len(X), batch_size)]
+    inp = sess.get_inputs()[0]
+    layout = feed_layout(inp.shape, image_shape)
+    out = [sess.run(None, {inp.name: as_images(X[i: i + batch_size], image_shape).reshape(-1, *layout)})[0]
+           for i in range(0, len(X), batch_size)]
     return np.concatenate(out).astype(np.float32)
 
 

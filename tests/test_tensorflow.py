@@ -1,0 +1,74 @@
+"""The Keras 3 backend on a tiny model: same architecture as PyTorch, training, .keras round trip, ONNX, TFLite."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from compression_pipeline import keras_backend as K, zoo
+
+SHAPE = (8, 8)
+
+
+@pytest.fixture(scope="module")
+def keras_model(digits_splits, tmp_path_factory):
+    spec = zoo.cnn_spec(8)
+    model = K.build_keras(spec, seed=0)
+    history = K.train_keras(model, digits_splits, SHAPE, epochs=3, lr=3e-3, seed=0)
+    return model, spec, history, tmp_path_factory.mktemp("keras")
+
+
+def test_same_architecture_and_parameter_count_as_pytorch():
+    for width in (8, 64):
+        spec = zoo.cnn_spec(width)
+        assert K.count_params(K.build_keras(spec))[0] == zoo.count_params(zoo.build_torch(spec))[0]
+
+
+def test_training_learns_and_keeps_best_epoch(keras_model, digits_splits):
+    model, _, history, _ = keras_model
+    acc = K.accuracy(K.predict_keras(model, digits_splits["X_val"], SHAPE), digits_splits["y_val"])
+    assert acc == pytest.approx(max(h["val_accuracy"] for h in history))
+    assert acc > 0.6
+
+
+def test_keras_format_round_trip(keras_model, digits_splits):
+    model, _, _, tmp = keras_model
+    K.save_keras(model, tmp / "m.keras")
+    loaded = K.load_keras(tmp / "m.keras")
+    X = digits_splits["X_test"][:32]
+    assert np.allclose(K.predict_keras(model, X, SHAPE), K.predict_keras(loaded, X, SHAPE), atol=1e-6)
+
+
+def test_onnx_export_parity_with_dynamic_batch(keras_model, digits_splits):
+    from compression_pipeline import onnx_tools
+
+    model, _, _, tmp = keras_model
+    K.export_onnx(model, tmp / "m.onnx")
+    sess = onnx_tools.session(tmp / "m.onnx", "cpu", 1)
+    for n in (1, 17):
+        X = digits_splits["X_test"][:n]
+        out = onnx_tools.predict(sess, X, SHAPE)
+        assert out.shape == (n, 10)
+        assert np.abs(out - K.predict_keras(model, X, SHAPE)).max() < 1e-4
+
+
+@pytest.mark.parametrize("mode, max_size_ratio, max_drop", [("fp32", 1.05, 0.0), ("dynamic", 0.35, 0.03),
+                                                            ("float16", 0.6, 0.01), ("int8", 0.35, 0.05)])
+def test_tflite_conversions(keras_model, digits_splits, mode, max_size_ratio, max_drop):
+    model, _, _, tmp = keras_model
+    K.to_tflite(model, tmp / "fp32.tflite", "fp32")
+    path = tmp / f"{mode}.tflite"
+    K.to_tflite(model, path, mode, representative=K.images_nhwc(digits_splits["X_train"][:64], SHAPE))
+    assert path.stat().st_size <= max_size_ratio * (tmp / "fp32.tflite").stat().st_size
+    y = digits_splits["y_test"]
+    ref = K.accuracy(K.predict_keras(model, digits_splits["X_test"], SHAPE), y)
+    got = K.accuracy(K.predict_tflite(K.tflite_interpreter(path, 1), digits_splits["X_test"], SHAPE), y)
+    assert ref - got <= max_drop + 1e-9, (mode, ref, got)
+
+
+def test_unknown_tflite_mode_and_missing_samples_are_errors(keras_model, tmp_path):
+    model = keras_model[0]
+    with pytest.raises(ValueError, match="allowed"):
+        K.to_tflite(model, tmp_path / "x.tflite", "int4")
+    with pytest.raises(ValueError, match="representative"):
+        K.to_tflite(model, tmp_path / "x.tflite", "int8")
