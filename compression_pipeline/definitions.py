@@ -12,17 +12,18 @@ from compression_pipeline.settings import Settings
 
 def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     settings = settings or Settings.from_env()
-    assets, jobs, schedules = [], [], []
+    assets, jobs, schedules, sensors = [], [], [], []
     for recipe in load_recipes(settings.recipes_dir):
-        a, j, s = family_definitions(recipe)
+        a, j, s, se = family_definitions(recipe)
         assets += a
         jobs += j
         schedules += s
+        sensors += se
     root = str(settings.artifact_root)
     return dg.Definitions(
         assets=assets, jobs=jobs, schedules=schedules,
         sensors=[dg.AutomationConditionSensorDefinition("automation", target=dg.AssetSelection.all(),
-                                                        default_status=dg.DefaultSensorStatus.RUNNING)],
+                                                        default_status=dg.DefaultSensorStatus.RUNNING), *sensors],
         resources={"pipeline": PipelineResource(artifact_root=root, data_root=str(settings.data_root)),
                    "handles": HandleIOManager(artifact_root=root)},
     )

@@ -1,6 +1,7 @@
 """The family report: report.json (the machine-readable contract) and report.md (the table people read).
 
-report.json fields that other tools rely on: ``environment`` and ``models``; each model has ``name``,
+report.json fields that other tools rely on: ``environment``, ``models`` and ``rejected`` (asset, run_id,
+name, failed_gates with name and description); each model has ``name``,
 ``framework``, ``method``, ``parent``, ``accuracy``, ``accuracy_drop``, ``params``, ``file_bytes`` and
 ``benchmarks`` (each with ``runtime``, ``provider``, ``device``, ``batch_size``, ``p50_ms``, ``p90_ms``,
 ``p99_ms``, ``throughput``). Fields are only ever added, never renamed.
@@ -18,8 +19,10 @@ BENCH_FIELDS = ("runtime", "provider", "device", "batch_size", "threads", "p50_m
                 "mean_ms", "std_ms", "runs", "throughput", "load_s", "peak_host_mb", "peak_device_mb")
 
 
-def build(recipe: Recipe, models: list[tuple[Handle, Handle]]) -> dict:
-    """``models``: (deployable handle, benchmark handle) per model, baseline(s) first."""
+def build(recipe: Recipe, models: list[tuple[Handle, Handle]], rejected: list[dict] = ()) -> dict:
+    """``models``: (deployable handle, benchmark handle) per model that passed its gates, baseline(s) first.
+    ``rejected``: the family's newest candidates that failed a gate (``HandleStore.rejected``), listed apart
+    with the gates they failed: never in ``models``, never a deployment candidate."""
     entries = []
     for deployable, bench in models:
         i = deployable.info
@@ -40,7 +43,7 @@ def build(recipe: Recipe, models: list[tuple[Handle, Handle]]) -> dict:
     _add_ratios(entries)
     env = models[0][1].info["environment"] if models else {}
     return {"family": recipe.name, "recipe": recipe.source_path, "generated_at": dt.datetime.now(dt.UTC).isoformat(),
-            "environment": env, "gates": recipe.gates.model_dump(), "models": entries}
+            "environment": env, "gates": recipe.gates.model_dump(), "models": entries, "rejected": list(rejected)}
 
 
 def _add_ratios(entries: list[dict]) -> None:
@@ -77,6 +80,13 @@ def markdown(report: dict) -> str:
             r = bench.get(c)
             row.append("-" if r is None else f"{r['p50_ms']:.3f} ({r.get('speedup_vs_baseline', 1.0):.2f}x)")
         lines.append("| " + " | ".join(row) + " |")
+    if report.get("rejected"):
+        lines += ["", "## Rejected candidates", "",
+                  "The newest materialization of each asset below failed a gate: it is not in the table above (which "
+                  "shows the last good version, if any) and can never be the deployment candidate.", ""]
+        for x in report["rejected"]:
+            why = "; ".join(f"{g['name']}: {g['description']}" for g in x["failed_gates"]) or "gates failed"
+            lines.append(f"- `{x['asset']}` (run {x['run_id'][:8]}): {why}")
     env = report.get("environment") or {}
     cpu, gpu = env.get("cpu") or {}, env.get("gpu")
     lines += ["", f"Environment: {cpu.get('model', '?')} ({cpu.get('cores', '?')} cores, ISA: "
