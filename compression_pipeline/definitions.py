@@ -30,3 +30,8 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
 
 
 defs = build_definitions()
+
+
+def job_named(name: str) -> dg.JobDefinition:
+    """The reconstructor for ``dg.build_reconstructable_job``: each step process rebuilds the job by name."""
+    return defs.resolve_job_def(name)
