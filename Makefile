@@ -26,6 +26,9 @@ report: install
 test: install
 	$(PY) -m pytest
 
-# The Dagster UI (webserver + daemon: schedules and automation) on 127.0.0.1:3000.
+# The Dagster UI (webserver + daemon: schedules and automation) on 127.0.0.1:3000. It listens on loopback
+# only; to serve other machines, say so: make ui UI_HOST=0.0.0.0 (and put authentication in front of it).
+UI_HOST ?= 127.0.0.1
+UI_PORT ?= 3000
 ui: install
-	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	$(VENV)/bin/dagster dev -w workspace.yaml -h $(UI_HOST) -p $(UI_PORT)
