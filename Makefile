@@ -5,7 +5,7 @@ FAMILY ?= digits
 export DAGSTER_HOME := $(CURDIR)/dagster_home
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install run test ui report
+.PHONY: install run test ui report resume
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -22,6 +22,10 @@ run: install
 
 report: install
 	$(PY) -m compression_pipeline report $(FAMILY)
+
+# Re-execute a failed run from its failure: make resume RUN=<run id> (the UI's "Re-execute from failure").
+resume: install
+	$(PY) -m compression_pipeline resume $(RUN)
 
 test: install
 	$(PY) -m pytest

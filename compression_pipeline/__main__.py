@@ -34,8 +34,13 @@ def report(family: str) -> int:
 def resume(run_id: str) -> int:
     """Re-execute a failed run from its failure, on the instance in DAGSTER_HOME: the steps that succeeded are
     not run again; their outputs are read from the last good handles. (The UI's "Re-execute from failure".)"""
+    import os
+
     import dagster as dg
 
+    from compression_pipeline.settings import PROJECT_ROOT
+
+    os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / "dagster_home"))  # the same default as `make run`
     with dg.DagsterInstance.get() as instance:
         run = instance.get_run_by_id(run_id)
         if run is None:
