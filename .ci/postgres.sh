@@ -11,7 +11,9 @@ PG_PASSWORD=${DAGSTER_PG_PASSWORD:-compression_pipeline}
 PG_DB=${DAGSTER_PG_DB:-compression_pipeline}
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
-as_postgres() { (cd /tmp && if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else sudo -u postgres "$@"; fi); }
+as_postgres() {
+  (cd /tmp && if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else sudo -u postgres "$@"; fi)
+}
 
 if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
   echo "installing PostgreSQL (Debian's postgresql package)"

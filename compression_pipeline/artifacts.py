@@ -135,7 +135,9 @@ class HandleStore:
     def keys(self, prefix: str) -> list[tuple[str, ...]]:
         """Asset keys under ``prefix`` (a family) that have at least one materialization."""
         base = self.folder((prefix,))
-        return sorted(tuple(p.parent.relative_to(base.parent).parts) for p in base.glob("**/runs")) if base.is_dir() else []
+        if not base.is_dir():
+            return []
+        return sorted(tuple(p.parent.relative_to(base.parent).parts) for p in base.glob("**/runs"))
 
     def rejected(self, prefix: str) -> list[dict]:
         """Assets of a family whose newest candidate failed a gate: what was tried, and why it was turned down."""

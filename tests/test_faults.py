@@ -67,8 +67,8 @@ def _setup(tmp_path, monkeypatch, epochs=3):
 
 
 def _execute(env) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "dagster", "job", "execute", "-m", "compression_pipeline.definitions",
-                             "-j", "tiny_recompress"], env=env, cwd=PROJECT_ROOT, stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "dagster", "job", "execute", "-m",
+                             "compression_pipeline.definitions", "-j", "tiny_recompress"], env=env, cwd=PROJECT_ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
 
 
