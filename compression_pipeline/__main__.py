@@ -1,7 +1,8 @@
-"""Command line: ``python -m compression_pipeline report <family>`` prints a family's comparison table.
+"""Command line: ``python -m compression_pipeline report <family>`` prints a family's comparison table;
+``python -m compression_pipeline resume <run_id>`` re-executes a failed run from its failure.
 
-Materializing is Dagster's job (``dagster job execute -j <family>_recompress`` or the UI); this command
-only reads what the runs wrote, so it is cheap and never retrains anything.
+Materializing is Dagster's job (``dagster job execute -j <family>_recompress`` or the UI); ``report`` only
+reads what the runs wrote, so it is cheap and never retrains anything.
 """
 
 from __future__ import annotations
@@ -30,15 +31,41 @@ def report(family: str) -> int:
     return 0
 
 
+def resume(run_id: str) -> int:
+    """Re-execute a failed run from its failure, on the instance in DAGSTER_HOME: the steps that succeeded are
+    not run again; their outputs are read from the last good handles. (The UI's "Re-execute from failure".)"""
+    import os
+
+    import dagster as dg
+
+    from compression_pipeline.settings import PROJECT_ROOT
+
+    os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / "dagster_home"))  # the same default as `make run`
+    with dg.DagsterInstance.get() as instance:
+        run = instance.get_run_by_id(run_id)
+        if run is None:
+            raise PipelineError(f"no run {run_id!r} in the instance at {instance.root_directory}")
+        job = dg.build_reconstructable_job("compression_pipeline.definitions", "job_named",
+                                           reconstructable_args=(run.job_name,))
+        result = dg.execute_job(job, instance, reexecution_options=dg.ReexecutionOptions.from_failure(run_id, instance))
+        print(f"re-execution of {run.job_name} from the failure of run {run_id}: run {result.run_id} "
+              f"{'succeeded' if result.success else 'failed'}")
+        return 0 if result.success else 1
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m compression_pipeline")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("report", help="print a family's comparison table and the paths of its report files")
     p.add_argument("family", nargs="?", default="digits")
+    p = sub.add_parser("resume", help="re-execute a failed run from its failure (the steps that succeeded are kept)")
+    p.add_argument("run_id")
     args = parser.parse_args(argv)
     try:
         if args.command == "report":
             return report(args.family)
+        if args.command == "resume":
+            return resume(args.run_id)
     except PipelineError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -92,11 +92,7 @@ class ArtifactStore:
 
     def write_bytes_named(self, rel_path: str, data: bytes) -> Path:
         final = resolve_inside(self.root, rel_path)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=final.parent, suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, final)
+        _write_atomic(final, data)
         return final
 
 
@@ -104,3 +100,71 @@ class _Slot:
     def __init__(self, path: Path):
         self.path = path
         self.artifact: Artifact | None = None
+
+
+class HandleStore:
+    """Where assets' handles live: ``_handles/<asset key>/``, one JSON file per materialization.
+
+    ``runs/<run_id>.json`` keeps every materialization, passed or not (the candidates, with their gate
+    outcomes); ``good.json`` moves forward only when all the asset's gates passed, and is all that consumers
+    read. Every file is written to a temporary name and renamed, so a killed writer leaves no half a handle.
+    """
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root).resolve()
+
+    def folder(self, key: tuple[str, ...]) -> Path:
+        return resolve_inside(self.root, Path("_handles", *key))
+
+    def write(self, key: tuple[str, ...], run_id: str, handle: Handle) -> None:
+        d = self.folder(key)
+        text = handle.model_dump_json(indent=1)
+        _write_atomic(d / "runs" / f"{run_id}.json", text)
+        if handle.gates_passed:
+            _write_atomic(d / "good.json", text)
+
+    def good(self, key: tuple[str, ...]) -> Handle | None:
+        path = self.folder(key) / "good.json"
+        return Handle.model_validate_json(path.read_text()) if path.is_file() else None
+
+    def latest(self, key: tuple[str, ...]) -> tuple[str, Handle] | None:
+        """(run id, handle) of the newest materialization, passed or not."""
+        runs = list((self.folder(key) / "runs").glob("*.json"))
+        if not runs:
+            return None
+        newest = max(runs, key=lambda p: p.stat().st_mtime_ns)
+        return newest.stem, Handle.model_validate_json(newest.read_text())
+
+    def keys(self, prefix: str) -> list[tuple[str, ...]]:
+        """Asset keys under ``prefix`` (a family) that have at least one materialization."""
+        base = self.folder((prefix,))
+        if not base.is_dir():
+            return []
+        return sorted(tuple(p.parent.relative_to(base.parent).parts) for p in base.glob("**/runs"))
+
+    def rejected(self, prefix: str) -> list[dict]:
+        """Assets of a family whose newest candidate failed a gate: what was tried, and why it was turned down."""
+        out = []
+        for key in self.keys(prefix):
+            run_id, h = self.latest(key)
+            if h.gates_passed:
+                continue
+            failed = [g for g in h.info.get("gates", []) if not g["passed"]]
+            out.append({"asset": "/".join(key), "run_id": run_id, "name": h.info.get("name"),
+                        "framework": h.info.get("framework"), "method": h.info.get("method"),
+                        "parent": h.info.get("parent"), "accuracy": h.info.get("accuracy"),
+                        "artifact": h.artifact.path if h.artifact else None,
+                        "failed_gates": [{"name": g["name"], "description": g["description"]} for g in failed]})
+        return out
+
+
+def _write_atomic(path: Path, content: str | bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(content.encode() if isinstance(content, str) else content)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

@@ -8,12 +8,14 @@ values is the job of the data-quality gates, which must see them.
 from __future__ import annotations
 
 import io
+import math
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 
-from compression_pipeline.errors import DatasetError
+from compression_pipeline.errors import DatasetError, PipelineError
 from compression_pipeline.settings import resolve_inside
 
 SPLITS = ("train", "val", "test")
@@ -26,19 +28,27 @@ def load_raw(dataset, data_root: str | Path) -> tuple[np.ndarray, np.ndarray, st
 
         d = load_digits()
         return d.data.astype(np.float64), d.target.astype(np.int64), "sklearn.datasets.load_digits"
-    path = resolve_inside(Path(data_root), dataset.path)
+    try:
+        path = resolve_inside(Path(data_root), dataset.path)
+    except PipelineError as e:  # '..' or a symlink that leaves the data root
+        raise DatasetError(str(Path(data_root) / dataset.path), str(e)) from None
     name = str(path)
     if not path.is_file():
         raise DatasetError(name, "file not found")
+    # allow_pickle=False: an object array is a pickle, and unpickling a user's file runs the user's code.
+    # Arrays are read inside the try: a corrupt or truncated member fails only when it is decompressed.
     try:
-        with np.load(path, allow_pickle=False) as f:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise DatasetError(name, "not an .npz archive (a bare .npy array?); an .npz dataset holds 'X' and 'y'")
+        with loaded as f:
             missing = {"X", "y"} - set(f.files)
             if missing:
                 raise DatasetError(name, f"missing arrays {sorted(missing)}; an .npz dataset holds 'X' and 'y'")
             X, y = f["X"], f["y"]
     except DatasetError:
         raise
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError) as e:
         raise DatasetError(name, f"not a readable .npz file ({type(e).__name__}: {e})") from None
     h, w = dataset.image_shape
     if X.ndim == 3:
@@ -47,8 +57,8 @@ def load_raw(dataset, data_root: str | Path) -> tuple[np.ndarray, np.ndarray, st
         raise DatasetError(name, f"X has shape {X.shape}; expected (n, {h * w}) or (n, {h}, {w}) for image_shape {h}x{w}")
     if y.ndim != 1 or len(y) != len(X):
         raise DatasetError(name, f"y has shape {y.shape}; expected ({len(X)},), one label per row of X")
-    if not np.issubdtype(X.dtype, np.number):
-        raise DatasetError(name, f"X has dtype {X.dtype}; expected a numeric dtype")
+    if not (np.issubdtype(X.dtype, np.integer) or np.issubdtype(X.dtype, np.floating)):
+        raise DatasetError(name, f"X has dtype {X.dtype}; expected integer or floating-point pixel values")
     if not np.issubdtype(y.dtype, np.integer):
         raise DatasetError(name, f"y has dtype {y.dtype}; expected integer class labels")
     if len(X) == 0:
@@ -56,23 +66,38 @@ def load_raw(dataset, data_root: str | Path) -> tuple[np.ndarray, np.ndarray, st
     return X.astype(np.float64), y.astype(np.int64), name
 
 
-def preprocess(X: np.ndarray, y: np.ndarray, dataset) -> dict[str, np.ndarray]:
-    """Seeded stratified split into train/val/test, pixels scaled into [0, 1] as float32."""
+def preprocess(X: np.ndarray, y: np.ndarray, dataset, source: str = "dataset") -> dict[str, np.ndarray]:
+    """Seeded stratified split into train/val/test, pixels scaled into [0, 1] as float32.
+
+    ``source`` names the file in errors. A split that would be empty is an error here (the gates cannot judge
+    an empty table); every other problem (labels, balance, duplicates, values) is left for the gates to report.
+    """
     from sklearn.model_selection import train_test_split
 
-    idx = np.arange(len(X))
-    counts = np.bincount(y - y.min()) if len(y) else np.array([])
-    stratify = y if len(counts) and counts[counts > 0].min() >= 3 else None
+    n, test, val = len(X), dataset.split.test, dataset.split.val
+    val_share = val / (1 - test)
+    n_test = math.ceil(test * n)  # the sizes train_test_split uses for a float test_size
+    n_val = math.ceil(val_share * (n - n_test))
+    sizes = {"train": n - n_test - n_val, "val": n_val, "test": n_test}
+    empty = [k for k, v in sizes.items() if v < 1]
+    if empty:
+        raise DatasetError(source, f"{n} rows leave the {' and '.join(empty)} split{'s' if len(empty) > 1 else ''} "
+                                   f"empty (split val {val}, test {test}); every split needs at least one row")
+    idx = np.arange(n)
+
+    def split(stratify):
+        rest, te = train_test_split(idx, test_size=test, random_state=dataset.seed, stratify=stratify)
+        tr, va = train_test_split(rest, test_size=val_share, random_state=dataset.seed,
+                                  stratify=None if stratify is None else y[rest])
+        return tr, va, te
+
     try:
-        rest, test = train_test_split(idx, test_size=dataset.split.test, random_state=dataset.seed, stratify=stratify)
-        val_share = dataset.split.val / (1 - dataset.split.test)
-        train, val = train_test_split(rest, test_size=val_share, random_state=dataset.seed,
-                                      stratify=None if stratify is None else y[rest])
-    except ValueError as e:
-        raise DatasetError("splits", f"cannot split {len(X)} rows into train/val/test: {e}") from None
+        train, val_idx, test_idx = split(y)
+    except ValueError:  # too few rows of some class to stratify: split unstratified; the balance gates judge it
+        train, val_idx, test_idx = split(None)
     Xs = (X / dataset.value_max).astype(np.float32)
     out = {}
-    for name, part in zip(SPLITS, (np.sort(train), np.sort(val), np.sort(test))):
+    for name, part in zip(SPLITS, (np.sort(train), np.sort(val_idx), np.sort(test_idx))):
         out[f"X_{name}"], out[f"y_{name}"] = Xs[part], y[part]
     return out
 

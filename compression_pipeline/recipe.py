@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
@@ -25,6 +26,9 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+ImageSide = Annotated[int, Field(ge=2, le=4096)]  # the CNN pools by 2, so a side of 1 leaves nothing
+
+
 class Split(Strict):
     val: float = Field(0.15, gt=0, lt=0.5)
     test: float = Field(0.2, gt=0, lt=0.5)
@@ -33,13 +37,35 @@ class Split(Strict):
 class Dataset(Strict):
     source: Literal["sklearn_digits", "npz"] = "sklearn_digits"
     path: str | None = None  # for npz: relative to the data root; arrays X (n, h*w or n, h, w) and y (n,)
-    image_shape: tuple[int, int] = (8, 8)
-    classes: list[int] = Field(default_factory=lambda: list(range(10)))
+    image_shape: tuple[ImageSide, ImageSide] = (8, 8)
+    # The declared label set: the labels gate checks the data against it, and the model has one output per class.
+    classes: list[int] = Field(default_factory=lambda: list(range(10)), min_length=2)
     value_max: float = Field(16.0, gt=0)  # raw pixel values are scaled by 1/value_max into [0, 1]
     split: Split = Split()
     seed: int = 0
     min_rows: int = Field(100, ge=1)  # the row-count gate on the training split
     max_class_kl: float = Field(0.05, gt=0)  # the class-balance gate: KL(split || uniform)
+
+    @field_validator("classes")
+    @classmethod
+    def _classes_are_output_indices(cls, v):
+        if v != list(range(len(v))):
+            raise ValueError(f"classes are the model's output indices 0..{len(v) - 1}, in order")
+        return v
+
+    @field_validator("path")
+    @classmethod
+    def _path_stays_in_data_root(cls, v):
+        # Refused at load time, before anything runs: a dataset path is relative to the data root and never
+        # climbs out of it. (Symlinks that leave the root are refused when the file is read: resolve_inside.)
+        if v is not None:
+            if not v.strip() or "\x00" in v:
+                raise ValueError("must be a non-empty file name relative to the data root")
+            if v.startswith(("/", "\\", "~")) or re.match(r"^[A-Za-z]:", v):
+                raise ValueError("must be relative to the data root, not an absolute path")
+            if ".." in re.split(r"[/\\]", v):
+                raise ValueError("may not contain '..': dataset files live inside the data root")
+        return v
 
     @model_validator(mode="after")
     def _path_matches_source(self):
@@ -175,7 +201,7 @@ def _raise_from(path, err: ValidationError, prefix=()):
     ctx = e.get("ctx") or {}
     if "expected" in ctx:
         allowed = f"; allowed: {ctx['expected']}"
-    msg = e["msg"]
+    msg = e["msg"].removeprefix("Value error, ")
     if e["type"] == "extra_forbidden":
         msg = f"unknown field {str(e['loc'][-1])!r}"
     raise RecipeError(path, loc, f"{msg}{shown}{allowed}") from None
@@ -198,6 +224,8 @@ def parse_recipe(data: Any, path: str | Path = "<recipe>") -> Recipe:
         for key in ("from", "method"):
             if key not in spec:
                 raise RecipeError(path, f"{where}.{key}", "field required")
+        if not isinstance(spec["method"], str):
+            raise RecipeError(path, f"{where}.method", f"must be a method name (a string), got {spec['method']!r}")
         try:
             method = get_method(spec["method"])
         except KeyError as e:

@@ -1,7 +1,8 @@
 """The family report: report.json (the machine-readable contract), report.md (the table people read) and
 report.html with its plots (``report_html``).
 
-report.json fields that other tools rely on: ``environment`` and ``models``; each model has ``name``,
+report.json fields that other tools rely on: ``environment``, ``models`` and ``rejected`` (asset, run_id,
+name, failed_gates with name and description); each model has ``name``,
 ``framework``, ``method``, ``parent``, ``accuracy``, ``accuracy_drop``, ``params``, ``file_bytes`` and
 ``benchmarks`` (each with ``runtime``, ``provider``, ``device``, ``batch_size``, ``p50_ms``, ``p90_ms``,
 ``p99_ms``, ``throughput``). Fields are only ever added, never renamed.
@@ -22,8 +23,10 @@ BENCH_FIELDS = ("runtime", "provider", "device", "batch_size", "threads", "p50_m
                 "h2d_ms", "peak_host_delta_mb", "peak_host_scope", "peak_device_scope", "max_abs_diff_vs_fp32")
 
 
-def build(recipe: Recipe, models: list[tuple[Handle, Handle]]) -> dict:
-    """``models``: (deployable handle, benchmark handle) per model, baseline(s) first."""
+def build(recipe: Recipe, models: list[tuple[Handle, Handle]], rejected: list[dict] = ()) -> dict:
+    """``models``: (deployable handle, benchmark handle) per model that passed its gates, baseline(s) first.
+    ``rejected``: the family's newest candidates that failed a gate (``HandleStore.rejected``), listed apart
+    with the gates they failed: never in ``models``, never a deployment candidate."""
     entries = []
     for deployable, bench in models:
         i = deployable.info
@@ -47,7 +50,7 @@ def build(recipe: Recipe, models: list[tuple[Handle, Handle]]) -> dict:
     env = models[0][1].info["environment"] if models else {}
     return {"family": recipe.name, "recipe": recipe.source_path, "generated_at": dt.datetime.now(dt.UTC).isoformat(),
             "environment": env, "gates": recipe.gates.model_dump(), "dataset": recipe.dataset.model_dump(mode="json"),
-            "select": recipe.select.model_dump(mode="json"), "models": entries}
+            "select": recipe.select.model_dump(mode="json"), "models": entries, "rejected": list(rejected)}
 
 
 def _add_ratios(entries: list[dict]) -> None:
@@ -103,6 +106,13 @@ def markdown(report: dict) -> str:
                       for s in m.get("benchmarks_skipped", [])})
     if skipped:
         lines += ["", "Not measured here: " + "; ".join(skipped) + "."]
+    if report.get("rejected"):
+        lines += ["", "## Rejected candidates", "",
+                  "The newest materialization of each asset below failed a gate: it is not in the table above (which "
+                  "shows the last good version, if any) and can never be the deployment candidate.", ""]
+        for x in report["rejected"]:
+            why = "; ".join(f"{g['name']}: {g['description']}" for g in x["failed_gates"]) or "gates failed"
+            lines.append(f"- `{x['asset']}` (run {x['run_id'][:8]}): {why}")
     env = report.get("environment") or {}
     cpu, gpu = env.get("cpu") or {}, env.get("gpu")
     lines += ["", f"Environment: {cpu.get('model', '?')} ({cpu.get('cores', '?')} cores, ISA: "

@@ -45,16 +45,19 @@ def splits(recipe: Recipe, store: ArtifactStore, raw: Handle) -> Handle:
     from compression_pipeline import quality
 
     arrays = data.read_npz(store.path(raw.artifact, verify=True))
-    parts = data.preprocess(arrays["X"], arrays["y"], recipe.dataset)
+    source = raw.info.get("source", "dataset")  # the file the rows came from: every error and gate names it
+    parts = data.preprocess(arrays["X"], arrays["y"], recipe.dataset, source)
     art = store.write_bytes(f"{recipe.name}/splits", data.to_npz_bytes(parts), "npz", "npz")
     outcomes = quality.validate_splits(parts, recipe.dataset.classes, recipe.dataset.min_rows,
                                        recipe.dataset.max_class_kl)
-    gates = [G.Gate(g, o.passed, f"{len(o.expectations)} expectations, {len(o.failed)} failed"
+    gates = [G.Gate(g, o.passed, f"{source}: {len(o.expectations)} expectations, {len(o.failed)} failed"
                     + ("" if o.passed else ": " + "; ".join(f"{e['expectation']} on {e['table']}"
                                                            + (f" ({e['unexpected_count']} bad values)"
                                                               if "unexpected_count" in e else "")
                                                            for e in o.failed[:3])),
-                    {"expectations": o.expectations, "failed": len(o.failed)}) for g, o in outcomes.items()]
+                    {"dataset": source, "expectations": o.expectations, "failed": len(o.failed),
+                     "unexpected_count": sum(e.get("unexpected_count", 0) for e in o.failed)})
+             for g, o in outcomes.items()]
     counts = {s: int(len(parts[f"y_{s}"])) for s in data.SPLITS}
     return _gated(Handle(artifact=art, info={"rows": counts}), gates)
 
@@ -195,15 +198,16 @@ def _json(obj) -> str:
 
 
 # --- reports and the deployment candidate -----------------------------------------------------------------------
-def report(recipe: Recipe, store: ArtifactStore, models: list[tuple[Handle, Handle]]) -> Handle:
+def report(recipe: Recipe, store: ArtifactStore, models: list[tuple[Handle, Handle]], rejected=()) -> Handle:
     """report.json/.md/.html at fixed names for people, plus a content-addressed snapshot of report.json that the
     deployment candidate reads (a later run rewriting report.json never changes what an old handle points at)."""
     from compression_pipeline import report as R
 
-    rep = R.build(recipe, models)
+    rep = R.build(recipe, models, rejected)
     paths = R.write(rep, store)
     art = store.write_bytes(f"{recipe.name}/report/snapshots", _json(rep).encode(), "json", "json")
-    return Handle(artifact=art, info={"paths": paths, "models": len(rep["models"]), "table": R.markdown(rep)})
+    return Handle(artifact=art, info={"paths": paths, "models": len(rep["models"]), "rejected": len(rep["rejected"]),
+                                      "table": R.markdown(rep)})
 
 
 def deployment_candidate(recipe: Recipe, store: ArtifactStore, report_h: Handle, splits_h: Handle,

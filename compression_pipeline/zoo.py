@@ -67,13 +67,18 @@ def save_torch(module, spec: CNNSpec, path: Path) -> None:
 
 def load_torch(path: Path):
     """Rebuild the module from the spec stored in the file and load its weights; returns (module, spec)."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
+    from compression_pipeline.errors import ArtifactError
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError) as e:  # e.g. a pickle (torch.save) put in its place: refused, never run
+        raise ArtifactError(f"{path} is not a safetensors model file ({e}); model files are never unpickled") from None
     if "spec" not in meta:
-        raise ValueError(f"{path} has no architecture spec in its metadata; not a model file of this project")
+        raise ArtifactError(f"{path} has no architecture spec in its metadata; not a model file of this project")
     spec = CNNSpec.model_validate(json.loads(meta["spec"]))
     module = build_torch(spec)
     module.load_state_dict(load_file(str(path)), strict=True)

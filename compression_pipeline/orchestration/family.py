@@ -55,7 +55,7 @@ class Family:
         native = self.r.form(name, fw) != "onnx"
         return self.key(f"{fw}_{name}_onnx") if native else self.model_key(fw, name)
 
-    def _asset(self, key, group, ins, fn, *, kinds, checks=(), check_doc="", version_of=(), **kw):
+    def _asset(self, key, group, ins, fn, *, kinds, checks=(), check_doc="", version_of=(), in_metadata=None, **kw):
         r = self.r
 
         # Two inputs may name the same asset (a variant of the baseline reads it as parent and as reference):
@@ -64,7 +64,7 @@ class Family:
         for name, upstream in ins.items():
             first.setdefault(upstream, name)
 
-        @dg.asset(key=key, group_name=group, ins={n: dg.AssetIn(key=k) for k, n in first.items()},
+        @dg.asset(key=key, group_name=group, ins={n: dg.AssetIn(key=k, metadata=in_metadata) for k, n in first.items()},
                   check_specs=_checks(key, checks, check_doc), kinds=set(kinds), io_manager_key="handles",
                   code_version=r.entry_version(*version_of), automation_condition=AUTOMATION,
                   description=(fn.__doc__ or "").strip() or None, **kw)
@@ -179,8 +179,12 @@ class Family:
             ins[f"b_{fw}_{n}"] = self.key(f"{fw}_{n}_benchmark")
 
         def report(context, pipeline, **handles):
-            """The family comparison: accuracy, drop, params, size, latency and speedup per model (json, md, html)."""
-            h = stages.report(r, pipeline.store(), [(handles[f"d_{fw}_{n}"], handles[f"b_{fw}_{n}"]) for fw, n in pairs])
+            """The family comparison: accuracy, drop, params, size, latency and speedup per model (json, md, html),
+            and every rejected candidate with the gates it failed."""
+            # Models come from their last good handles; one that never passed its gates is only listed as rejected.
+            models = [(handles[f"d_{fw}_{n}"], handles[f"b_{fw}_{n}"]) for fw, n in pairs
+                      if handles[f"d_{fw}_{n}"] is not None and handles[f"b_{fw}_{n}"] is not None]
+            h = stages.report(r, pipeline.store(), models, pipeline.handles().rejected(r.name))
             paths = h.info["paths"]
             yield dg.Output(h, data_version=dg.DataVersion(h.artifact.sha256[:16]),
                             metadata={"table": dg.MetadataValue.md(h.info["table"]),
@@ -188,10 +192,10 @@ class Family:
                                       "report_html_url": dg.MetadataValue.url(f"file://{paths['html']}"),
                                       "report_json": dg.MetadataValue.path(paths["json"]),
                                       "report_md": dg.MetadataValue.path(paths["md"]),
-                                      "models": h.info["models"]})
+                                      "models": h.info["models"], "rejected": h.info["rejected"]})
 
         self._asset(self.key("report"), "reports", ins, report, kinds={"json", "markdown", "html"},
-                    version_of=("benchmark", "gates"))
+                    version_of=("benchmark", "gates"), in_metadata={"allow_missing": True})
 
     def _candidate(self) -> None:
         r, key = self.r, self.key("deployment_candidate")
@@ -214,11 +218,22 @@ class Family:
                     version_of=("select", "benchmark", "gates"))
 
 
-def family_definitions(recipe: Recipe) -> tuple[list, list, list]:
-    """(assets, jobs, schedules) of one recipe."""
+def family_definitions(recipe: Recipe) -> tuple[list, list, list, list]:
+    """(assets, jobs, schedules, sensors) of one recipe."""
     assets = Family(recipe).build()
     job = dg.define_asset_job(f"{recipe.name}_recompress", selection=dg.AssetSelection.key_prefixes([recipe.name]),
                               description=f"Recompress and rebenchmark the {recipe.name} family.")
     schedule = dg.ScheduleDefinition(name=f"{recipe.name}_nightly", job=job, cron_schedule=recipe.schedule,
                                      default_status=dg.DefaultScheduleStatus.RUNNING)
-    return assets, [job], [schedule]
+    report_job = dg.define_asset_job(f"{recipe.name}_report", selection=[dg.AssetKey([recipe.name, "report"])],
+                                     description=f"Rebuild the {recipe.name} report from the last good models.")
+
+    # A failed gate stops everything downstream of it in its run, the report included. This sensor then
+    # rebuilds the report on its own, from the last good models plus the rejected candidates and their gate
+    # reasons, so the report says why a variant is missing instead of silently going stale.
+    @dg.run_failure_sensor(name=f"{recipe.name}_report_after_failure", monitored_jobs=[job], request_job=report_job,
+                           default_status=dg.DefaultSensorStatus.RUNNING)
+    def report_after_failure(context: dg.RunFailureSensorContext):
+        return dg.RunRequest(run_key=context.dagster_run.run_id)
+
+    return assets, [job, report_job], [schedule], [report_after_failure]

@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
-from pathlib import Path
-
 import dagster as dg
 
-from compression_pipeline.artifacts import ArtifactStore, Handle
+from compression_pipeline.artifacts import ArtifactStore, Handle, HandleStore
 from compression_pipeline.errors import ArtifactError
-from compression_pipeline.settings import resolve_inside
 
 
 class PipelineResource(dg.ConfigurableResource):
@@ -22,12 +16,12 @@ class PipelineResource(dg.ConfigurableResource):
     def store(self) -> ArtifactStore:
         return ArtifactStore(self.artifact_root)
 
+    def handles(self) -> HandleStore:
+        return HandleStore(self.artifact_root)
+
     def last_good(self, key: dg.AssetKey) -> Handle | None:
         """What consumers read for ``key`` now (its last materialization that passed its gates), if any."""
-        try:
-            return HandleIOManager(artifact_root=self.artifact_root).load_good(key)
-        except ArtifactError:
-            return None
+        return self.handles().good(tuple(key.path))
 
 
 class HandleIOManager(dg.ConfigurableIOManager):
@@ -35,35 +29,26 @@ class HandleIOManager(dg.ConfigurableIOManager):
 
     Every materialization is kept as ``runs/<run_id>.json``. ``good.json`` moves forward only when the
     handle passed all its gates, and consumers always read ``good.json``: a failed gate never replaces
-    the last good artifact that downstream assets, reports and deployments use.
+    the last good artifact that downstream assets, reports and deployments use. An input declared with
+    metadata ``allow_missing`` (the report's) gets None instead of an error when nothing has passed yet.
     """
 
     artifact_root: str
 
-    def _dir(self, key: dg.AssetKey) -> Path:
-        return resolve_inside(Path(self.artifact_root), Path("_handles", *key.path))
-
-    @staticmethod
-    def _write(path: Path, text: str) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
+    def _store(self) -> HandleStore:
+        return HandleStore(self.artifact_root)
 
     def handle_output(self, context: dg.OutputContext, obj: Handle) -> None:
-        d = self._dir(context.asset_key)
-        text = obj.model_dump_json(indent=1)
-        self._write(d / "runs" / f"{context.run_id}.json", text)
-        if obj.gates_passed:
-            self._write(d / "good.json", text)
+        self._store().write(tuple(context.asset_key.path), context.run_id, obj)
 
-    def load_input(self, context: dg.InputContext) -> Handle:
+    def load_input(self, context: dg.InputContext) -> Handle | None:
         key = context.upstream_output.asset_key if context.upstream_output else context.asset_key
+        if (context.definition_metadata or {}).get("allow_missing"):
+            return self._store().good(tuple(key.path))
         return self.load_good(key)
 
     def load_good(self, key: dg.AssetKey) -> Handle:
-        path = self._dir(key) / "good.json"
-        if not path.is_file():
+        handle = self._store().good(tuple(key.path))
+        if handle is None:
             raise ArtifactError(f"{key.to_user_string()} has no materialization that passed its gates yet")
-        return Handle.model_validate(json.loads(path.read_text()))
+        return handle

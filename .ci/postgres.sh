@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# A real PostgreSQL for the Postgres-storage test (tests/test_postgres.py): Debian's package, listening on
+# loopback only (Debian's default listen_addresses = 'localhost'), with a role and a database for the tests.
+# Idempotent: installs only when missing, starts the cluster only when it is down, re-creates nothing.
+# The role may create databases and roles: each test run makes its own database and a role with a random
+# password, and drops them afterwards.
+set -euo pipefail
+
+PG_USER=${DAGSTER_PG_USERNAME:-compression_pipeline}
+PG_PASSWORD=${DAGSTER_PG_PASSWORD:-compression_pipeline}
+PG_DB=${DAGSTER_PG_DB:-compression_pipeline}
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+as_postgres() {
+  (cd /tmp && if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else sudo -u postgres "$@"; fi)
+}
+
+if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
+  echo "installing PostgreSQL (Debian's postgresql package)"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+fi
+VERSION=$(ls /usr/lib/postgresql | sort -V | tail -1)
+if ! pg_lsclusters -h | awk -v v="$VERSION" '$1 == v && $2 == "main"' | grep -q .; then
+  as_root pg_createcluster "$VERSION" main >/dev/null
+fi
+PORT=$(pg_lsclusters -h | awk -v v="$VERSION" '$1 == v && $2 == "main" {print $3}')
+if ! pg_lsclusters -h | awk -v v="$VERSION" '$1 == v && $2 == "main" {print $4}' | grep -q online; then
+  as_root pg_ctlcluster "$VERSION" main start
+fi
+for _ in $(seq 30); do pg_isready -q -h 127.0.0.1 -p "$PORT" && break; sleep 1; done
+pg_isready -h 127.0.0.1 -p "$PORT"
+
+as_postgres psql -q -v ON_ERROR_STOP=1 -p "$PORT" <<SQL
+DO \$\$ BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$PG_USER') THEN
+    CREATE ROLE "$PG_USER" LOGIN CREATEDB CREATEROLE PASSWORD '$PG_PASSWORD';
+  ELSE
+    ALTER ROLE "$PG_USER" LOGIN CREATEDB CREATEROLE PASSWORD '$PG_PASSWORD';
+  END IF;
+END \$\$;
+SELECT 'CREATE DATABASE "$PG_DB" OWNER "$PG_USER"' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '$PG_DB')
+\gexec
+SQL
+echo "PostgreSQL $VERSION on 127.0.0.1:$PORT, role $PG_USER, database $PG_DB"
