@@ -168,7 +168,7 @@ def test_two_runs_of_one_family_at_once_do_not_corrupt_each_other(tmp_path, monk
     assert max(r.start_time for r in records) < min(r.end_time for r in records)  # they really ran at the same time
     handles = _check_handles(settings.artifact_root)
     keys = {"tiny/raw_dataset", "tiny/splits", "tiny/torch_baseline", "tiny/torch_baseline_onnx", "tiny/torch_int8",
-            "tiny/torch_baseline_benchmark", "tiny/torch_int8_benchmark", "tiny/report"}
+            "tiny/torch_baseline_benchmark", "tiny/torch_int8_benchmark", "tiny/report", "tiny/deployment_candidate"}
     assert handles["good"] == keys
     # Each run kept its own handle of every asset, and each handle's file is intact (checked above).
     for key in keys:
