@@ -44,6 +44,8 @@ def build(recipe: Recipe, models: list[tuple[Handle, Handle]], rejected: list[di
             "benchmarks": [{k: r[k] for k in BENCH_FIELDS if k in r} for r in bench.info["results"]],
             "benchmarks_skipped": bench.info.get("skipped", []),
             "benchmark_artifact": bench.artifact.path if bench.artifact else None,
+            "macs": i.get("macs"), "compress_s": i.get("compress_s"), "seed": i.get("seed"), "note": i.get("note"),
+            "ablation": _ablation(i.get("ablation")),
         }
         entries.append(entry)
     _add_ratios(entries)
@@ -51,6 +53,11 @@ def build(recipe: Recipe, models: list[tuple[Handle, Handle]], rejected: list[di
     return {"family": recipe.name, "recipe": recipe.source_path, "generated_at": dt.datetime.now(dt.UTC).isoformat(),
             "environment": env, "gates": recipe.gates.model_dump(), "dataset": recipe.dataset.model_dump(mode="json"),
             "select": recipe.select.model_dump(mode="json"), "models": entries, "rejected": list(rejected)}
+
+
+def _ablation(ablation: dict | None) -> dict | None:
+    """The distillation ablation without its per-epoch history."""
+    return None if ablation is None else {k: v for k, v in ablation.items() if not k.endswith("history")}
 
 
 def _add_ratios(entries: list[dict]) -> None:
@@ -63,6 +70,8 @@ def _add_ratios(entries: list[dict]) -> None:
             continue
         e["size_ratio"] = e["file_bytes"] / b["file_bytes"]
         e["params_ratio"] = e["params"] / b["params"]
+        if e.get("macs") and b.get("macs"):
+            e["macs_ratio"] = e["macs"] / b["macs"]
         ref = {(r["runtime"], r["batch_size"]): r["p50_ms"] for r in b["benchmarks"] if precision(r) == "fp32"}
         for r in e["benchmarks"]:
             key = (r["runtime"], r["batch_size"])
@@ -102,6 +111,9 @@ def markdown(report: dict) -> str:
             r = bench.get(c)
             row.append("-" if r is None else f"{r['p50_ms']:.3f} ({r.get('speedup_vs_baseline', 1.0):.2f}x)")
         lines.append("| " + " | ".join(row) + " |")
+    notes = [f"- **{m['name']}** ({m['method']}): {m['note']}" for m in report["models"] if m.get("note")]
+    if notes:
+        lines += ["", "Notes:", "", *notes]
     skipped = sorted({f"{s['runtime']} {s['precision']}: {s['reason']}" for m in report["models"]
                       for s in m.get("benchmarks_skipped", [])})
     if skipped:

@@ -16,7 +16,7 @@ import numpy as np
 
 from compression_pipeline import data, gates as G
 from compression_pipeline.artifacts import ArtifactStore, Handle
-from compression_pipeline.recipe import Recipe
+from compression_pipeline.recipe import Recipe, drop
 
 
 def _gated(handle: Handle, gates: list) -> Handle:
@@ -79,15 +79,47 @@ def torch_baseline(recipe: Recipe, store: ArtifactStore, splits_h: Handle, threa
                        {"method": "train", "parent": None, "history": history, "compress_s": train_s})
 
 
+def torch_variant(recipe: Recipe, store: ArtifactStore, name: str, framework: str, parent: Handle, splits_h: Handle,
+                  threads: int | None = None, log=None) -> Handle:
+    """Apply a torch-form method (pruning, low rank, distillation) to the parent model; gate on torch accuracy."""
+    from compression_pipeline import train, zoo
+    from compression_pipeline.methods import TorchContext, get_method
+
+    train.set_threads(threads)
+    variant = recipe.variants[name]
+    impl = get_method(variant.method).impls["torch"]
+    parts = _splits(store, splits_h)
+    module, spec = zoo.load_torch(store.path(parent.artifact, verify=True))
+    ctx = TorchContext(splits=parts, image_shape=recipe.dataset.image_shape, seed=recipe.dataset.seed,
+                       threads=threads, log=log)
+    t0 = time.perf_counter()
+    module, spec, method_info = impl(module, spec, variant.config, ctx)
+    compress_s = time.perf_counter() - t0
+    module.eval()
+    acc = train.accuracy(train.predict(module, parts["X_test"], recipe.dataset.image_shape), parts["y_test"])
+    return _save_torch(recipe, store, name, module, spec, acc, parent.info["baseline_accuracy"],
+                       {**method_info, "method": variant.method, "config": variant.config.model_dump(mode="json"),
+                        "parent": variant.parent, "compress_s": compress_s})
+
+
+def _drops(info: dict) -> dict:
+    """Accuracy drop against the baseline, absolute (points) and relative (share of the baseline accuracy)."""
+    return {"accuracy_drop": drop(info["baseline_accuracy"], info["accuracy"], "absolute"),
+            "accuracy_drop_relative": drop(info["baseline_accuracy"], info["accuracy"], "relative")}
+
+
 def _save_torch(recipe, store, name, module, spec, acc, baseline_acc, extra) -> Handle:
-    from compression_pipeline import zoo
+    from compression_pipeline import environment, zoo
 
     with store.writing(f"{recipe.name}/torch_{name}", "safetensors", "safetensors", "torch") as slot:
         zoo.save_torch(module, spec, slot.path)
     params, nonzero = zoo.count_params(module)
-    info = {"name": name, "framework": "torch", "form": "torch", "spec": spec.model_dump(), "accuracy": acc,
-            "accuracy_runtime": "torch", "baseline_accuracy": baseline_acc, "params": params,
-            "nonzero_params": nonzero, "seed": recipe.dataset.seed, **extra}
+    info = {"name": name, "framework": "torch", "form": "torch", "spec": spec.model_dump(mode="json"),
+            "accuracy": acc, "accuracy_runtime": "torch", "baseline_accuracy": baseline_acc, "params": params,
+            "nonzero_params": nonzero, "macs": zoo.count_macs(module, spec), "file_bytes": slot.artifact.bytes,
+            "gzip_bytes": gzip_bytes(store.path(slot.artifact)), "seed": recipe.dataset.seed,
+            "versions": environment.versions(), **extra}
+    info.update(_drops(info))
     if name == "baseline":
         gate = G.accuracy_floor(acc, recipe.gates.accuracy_floor, "torch")
     else:
@@ -125,8 +157,11 @@ def export_torch(recipe: Recipe, store: ArtifactStore, model: Handle, splits_h: 
     ref = train.predict(module, parts["X_test"], recipe.dataset.image_shape)
     diff = float(np.abs(logits - ref).max())
     agree = float((logits.argmax(1) == ref.argmax(1)).mean())
-    info = {**{k: model.info[k] for k in ("name", "framework", "method", "parent", "seed") if k in model.info},
-            "form": "onnx", "source_model": model.artifact.path, **facts, "parity_max_abs_diff": diff}
+    # The model's own facts (method, config, parent, MACs, seed, versions, notes...) travel with its export; what
+    # is measured again on the exported file (accuracy, params, sizes) is replaced.
+    carried = {k: v for k, v in model.info.items() if k not in _REMEASURED}
+    info = {**carried, "form": "onnx", "source_model": model.artifact.path, "source_accuracy": model.info["accuracy"],
+            "source_accuracy_runtime": model.info["accuracy_runtime"], **facts, "parity_max_abs_diff": diff}
     gates = [G.parity(diff, recipe.gates.parity_atol, agree)]
     if baseline_export is None:
         info["baseline_accuracy"] = facts["accuracy"]
@@ -134,12 +169,18 @@ def export_torch(recipe: Recipe, store: ArtifactStore, model: Handle, splits_h: 
     else:
         info["baseline_accuracy"] = baseline_export.info["accuracy"]
         gates.append(G.accuracy_drop(facts["accuracy"], info["baseline_accuracy"], recipe.tolerance(name), "onnxruntime"))
+    info.update(_drops(info))
     return _gated(Handle(artifact=slot.artifact, info=info), gates)
+
+
+_REMEASURED = ("form", "accuracy", "accuracy_runtime", "accuracy_drop", "accuracy_drop_relative", "params",
+               "nonzero_params", "file_bytes", "gzip_bytes", "gates", "history", "finetune_history")
 
 
 def onnx_variant(recipe: Recipe, store: ArtifactStore, name: str, framework: str, parent: Handle, splits_h: Handle,
                  baseline_export: Handle, threads: int | None = None) -> Handle:
     """Apply an ONNX-level method (e.g. int8 quantization) to the parent's deployable ONNX file."""
+    from compression_pipeline import environment
     from compression_pipeline.methods import get_method
 
     variant = recipe.variants[name]
@@ -151,9 +192,12 @@ def onnx_variant(recipe: Recipe, store: ArtifactStore, name: str, framework: str
         method_info = impl(store.path(parent.artifact, verify=True), slot.path, variant.config, calib)
     compress_s = time.perf_counter() - t0
     facts, _ = _onnx_facts(store, slot.artifact, parts, recipe.dataset.image_shape, _device(recipe), threads)
+    # The graph computes what the parent's does (int8 or float16 instead of float32): MACs are the parent's.
     info = {"name": name, "framework": framework, "form": "onnx", "method": variant.method,
-            "config": variant.config.model_dump(), "parent": variant.parent, "seed": recipe.dataset.seed,
-            "compress_s": compress_s, **method_info, **facts, "baseline_accuracy": baseline_export.info["accuracy"]}
+            "config": variant.config.model_dump(mode="json"), "parent": variant.parent, "seed": recipe.dataset.seed,
+            "compress_s": compress_s, **method_info, **facts, "macs": parent.info.get("macs"),
+            "baseline_accuracy": baseline_export.info["accuracy"], "versions": environment.versions()}
+    info.update(_drops(info))
     gate = G.accuracy_drop(facts["accuracy"], info["baseline_accuracy"], recipe.tolerance(name), "onnxruntime")
     return _gated(Handle(artifact=slot.artifact, info=info), [gate])
 

@@ -31,6 +31,11 @@ def train(module, splits: dict, image_shape, epochs: int, batch_size: int = 64, 
     gen = torch.Generator().manual_seed(seed)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(epochs, 1))
     history, best = [], (-1.0, None)
+    soft = None
+    if teacher is not None:  # the teacher is frozen and sees no augmentation: its logits are computed once
+        teacher.eval()
+        with torch.no_grad():
+            soft = torch.cat([teacher(X[i: i + 512]) for i in range(0, len(X), 512)])
     for epoch in range(epochs):
         module.train()
         order = torch.randperm(len(X), generator=gen)
@@ -39,10 +44,8 @@ def train(module, splits: dict, image_shape, epochs: int, batch_size: int = 64, 
             idx = order[i: i + batch_size]
             logits = module(X[idx])
             loss = F.cross_entropy(logits, y[idx])
-            if teacher is not None:
-                with torch.no_grad():
-                    t_logits = teacher(X[idx])
-                kd = F.kl_div(F.log_softmax(logits / temperature, 1), F.softmax(t_logits / temperature, 1),
+            if soft is not None:
+                kd = F.kl_div(F.log_softmax(logits / temperature, 1), F.softmax(soft[idx] / temperature, 1),
                               reduction="batchmean") * temperature ** 2
                 loss = alpha * kd + (1 - alpha) * loss
             opt.zero_grad()

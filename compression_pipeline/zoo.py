@@ -9,11 +9,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class CNNSpec(BaseModel):
-    """conv3x3(c0) - conv3x3(c1) - maxpool2 - conv3x3(c2) - flatten - linear(hidden) - linear(classes)."""
+    """conv3x3(c0) - conv3x3(c1) - maxpool2 - conv3x3(c2) - flatten - linear(hidden) - linear(classes).
+
+    ``linear_ranks`` (fc1, fc2): ``None`` builds a dense Linear; a rank ``r`` builds the layer factorized as
+    Linear(in, r, bias=False) followed by Linear(r, out) (what ``low_rank`` produces), so a factorized model is
+    rebuilt from its spec like any other.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     arch: str = "cnn"
@@ -22,6 +27,19 @@ class CNNSpec(BaseModel):
     hidden: int = 512
     num_classes: int = 10
     dropout: float = Field(0.3, ge=0, lt=1)
+    linear_ranks: tuple[int | None, int | None] = (None, None)
+
+    @field_validator("linear_ranks")
+    @classmethod
+    def _positive_ranks(cls, v):
+        if any(r is not None and r < 1 for r in v):
+            raise ValueError("a rank is a positive integer or null (dense)")
+        return v
+
+    def linear_shapes(self) -> list[tuple[int, int]]:
+        """(in_features, out_features) of fc1 and fc2."""
+        _, h, w = self.in_shape
+        return [(self.channels[2] * (h // 2) * (w // 2), self.hidden), (self.hidden, self.num_classes)]
 
 
 def cnn_spec(width: int, image_shape=(8, 8), num_classes: int = 10) -> CNNSpec:
@@ -38,23 +56,67 @@ def build_torch(spec: CNNSpec, seed: int | None = None):
     if seed is not None:
         torch.manual_seed(seed)
     c0, c1, c2 = spec.channels
-    _, h, w = spec.in_shape
-    flat = c2 * (h // 2) * (w // 2)
+    (fc1_in, fc1_out), (fc2_in, fc2_out) = spec.linear_shapes()
+    r1, r2 = spec.linear_ranks
+    # Layers are created in forward order: the seeded initial weights depend on it.
     return nn.Sequential(
         nn.Conv2d(spec.in_shape[0], c0, 3, padding=1), nn.ReLU(),
         nn.Conv2d(c0, c1, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
         nn.Conv2d(c1, c2, 3, padding=1), nn.ReLU(),
         nn.Flatten(),
-        nn.Dropout(spec.dropout), nn.Linear(flat, spec.hidden), nn.ReLU(),
-        nn.Dropout(spec.dropout), nn.Linear(spec.hidden, spec.num_classes),
+        nn.Dropout(spec.dropout), _linear(nn, fc1_in, fc1_out, r1), nn.ReLU(),
+        nn.Dropout(spec.dropout), _linear(nn, fc2_in, fc2_out, r2),
     )
 
 
+def _linear(nn, n_in: int, n_out: int, rank: int | None):
+    if rank is None:
+        return nn.Linear(n_in, n_out)
+    # W (out x in) ~= B A with A: rank x in, B: out x rank; the bias stays on the second factor.
+    return nn.Sequential(nn.Linear(n_in, rank, bias=False), nn.Linear(rank, n_out))
+
+
+def named_layers(module) -> dict:
+    """The weight layers of a ``build_torch`` module by stable name: conv1..conv3, fc1, fc2 (a factorized fc is
+    the nn.Sequential of its two factors)."""
+    out, convs, fcs = {}, 0, 0
+    for child in module:
+        kind = type(child).__name__
+        if kind == "Conv2d":
+            convs += 1
+            out[f"conv{convs}"] = child
+        elif kind in ("Linear", "Sequential"):
+            fcs += 1
+            out[f"fc{fcs}"] = child
+    return out
+
+
 def spec_of(module, spec: CNNSpec) -> CNNSpec:
-    """Read the (possibly pruned) widths back from a module built by ``build_torch``."""
-    convs = [m for m in module if type(m).__name__ == "Conv2d"]
-    linears = [m for m in module if type(m).__name__ == "Linear"]
-    return spec.model_copy(update={"channels": tuple(c.out_channels for c in convs), "hidden": linears[0].out_features})
+    """Read the (possibly pruned or factorized) widths and ranks back from a module built by ``build_torch``."""
+    layers = named_layers(module)
+    fcs = [layers["fc1"], layers["fc2"]]
+    out_features = [f[-1].out_features if type(f).__name__ == "Sequential" else f.out_features for f in fcs]
+    ranks = tuple(f[0].out_features if type(f).__name__ == "Sequential" else None for f in fcs)
+    return CNNSpec.model_validate({**spec.model_dump(), "channels": tuple(layers[f"conv{i}"].out_channels for i in (1, 2, 3)),
+                                   "hidden": out_features[0], "num_classes": out_features[1], "linear_ranks": ranks})
+
+
+def dense_linear(layer):
+    """(weight, bias) of a dense or factorized fc layer as one dense (out x in) matrix and its bias."""
+    if type(layer).__name__ == "Sequential":
+        first, second = layer[0], layer[1]
+        return second.weight.detach() @ first.weight.detach(), second.bias
+    return layer.weight.detach(), layer.bias
+
+
+def count_macs(module, spec: CNNSpec) -> int:
+    """Multiply-accumulates of one sample's forward pass, counted by torch-pruning's op counter."""
+    import torch
+    import torch_pruning as tp
+
+    example = torch.zeros((1, *spec.in_shape))
+    macs, _ = tp.utils.count_ops_and_params(module.eval(), example)
+    return int(macs)
 
 
 def save_torch(module, spec: CNNSpec, path: Path) -> None:

@@ -8,18 +8,21 @@ import dagster as dg
 from compression_pipeline.definitions import build_definitions
 from compression_pipeline.settings import PROJECT_ROOT, Settings
 
+ONNX_VARIANTS = ("int8", "dynamic_int8", "fp16", "pruned50_int8", "student_int8")  # models stored as ONNX
+TORCH_VARIANTS = ("sparse80", "pruned50", "lowrank", "student")  # PyTorch models, each with its own export
+MODELS = ("baseline", *TORCH_VARIANTS, *ONNX_VARIANTS)
+
 EXPECTED_ASSETS = {
-    "digits/raw_dataset": "data", "digits/splits": "data",
-    "digits/torch_baseline": "models", "digits/torch_int8": "models",
-    "digits/torch_baseline_onnx": "exports",
-    "digits/torch_baseline_benchmark": "benchmarks", "digits/torch_int8_benchmark": "benchmarks",
-    "digits/report": "reports", "digits/deployment_candidate": "reports",
+    "digits/raw_dataset": "data", "digits/splits": "data", "digits/report": "reports",
+    "digits/deployment_candidate": "reports",
+    **{f"digits/torch_{m}": "models" for m in MODELS},
+    **{f"digits/torch_{m}_onnx": "exports" for m in ("baseline", *TORCH_VARIANTS)},
+    **{f"digits/torch_{m}_benchmark": "benchmarks" for m in MODELS},
 }
 EXPECTED_CHECKS = {
     "digits/splits": {"schema", "value_range", "no_missing", "labels", "class_balance", "row_counts", "no_leakage"},
-    "digits/torch_baseline": {"accuracy_gate"},
-    "digits/torch_baseline_onnx": {"parity", "accuracy_gate"},
-    "digits/torch_int8": {"accuracy_gate"},
+    **{f"digits/torch_{m}": {"accuracy_gate"} for m in MODELS},
+    **{f"digits/torch_{m}_onnx": {"parity", "accuracy_gate"} for m in ("baseline", *TORCH_VARIANTS)},
     "digits/deployment_candidate": {"constraints_met"},
 }
 
@@ -50,8 +53,19 @@ def test_lineage_edges_and_gpu_pool(tmp_path):
     assert parents("digits/torch_baseline_onnx") == {"digits/torch_baseline", "digits/splits"}
     assert parents("digits/torch_baseline") == {"digits/splits"}
     assert parents("digits/splits") == {"digits/raw_dataset"}
-    for key in ("digits/torch_baseline_benchmark", "digits/torch_int8_benchmark"):
-        assert graph.get(dg.AssetKey.from_user_string(key)).pools == {"gpu"}
+    # chains: a torch method on the baseline model, an ONNX method on that variant's export
+    assert parents("digits/torch_pruned50") == {"digits/torch_baseline", "digits/splits"}
+    assert parents("digits/torch_pruned50_onnx") == {"digits/torch_pruned50", "digits/splits",
+                                                     "digits/torch_baseline_onnx"}
+    assert parents("digits/torch_pruned50_int8") == {"digits/torch_pruned50_onnx", "digits/splits",
+                                                     "digits/torch_baseline_onnx"}
+    assert parents("digits/torch_student_int8") == {"digits/torch_student_onnx", "digits/splits",
+                                                    "digits/torch_baseline_onnx"}
+    for m in TORCH_VARIANTS:
+        assert graph.get(dg.AssetKey.from_user_string(f"digits/torch_{m}")).kinds == {"pytorch"}
+        assert parents(f"digits/torch_{m}_benchmark") == {f"digits/torch_{m}", f"digits/torch_{m}_onnx"}
+    for m in MODELS:
+        assert graph.get(dg.AssetKey.from_user_string(f"digits/torch_{m}_benchmark")).pools == {"gpu"}
 
 
 def test_schedule_job_and_automation_sensor(tmp_path):

@@ -80,3 +80,24 @@ def test_code_version_changes_only_with_its_entry(tiny_recipe_dict):
     b = parse_recipe(tiny_recipe_dict)
     assert a.entry_version("variants.int8") != b.entry_version("variants.int8")
     assert a.entry_version("dataset", "baseline") == b.entry_version("dataset", "baseline")
+
+
+def test_a_torch_method_on_an_onnx_parent_is_refused_at_load(tiny_recipe_dict):
+    # Pruning needs the PyTorch model; an int8 variant only exists as an ONNX file.
+    tiny_recipe_dict["variants"]["pruned"] = {"from": "int8", "method": "prune_structured", "ratio": 0.5}
+    err = _error(tiny_recipe_dict)
+    assert err.location == "variants.pruned.method"
+    for w in ("'prune_structured'", "['torch']", "parent 'int8'", "onnx"):
+        assert w in str(err), str(err)
+
+
+def test_chains_of_torch_and_onnx_methods_load_with_their_forms(tiny_recipe_dict):
+    tiny_recipe_dict["variants"].update(
+        pruned={"from": "baseline", "method": "prune_structured", "ratio": 0.5},
+        pruned_lowrank={"from": "pruned", "method": "low_rank", "rank": 8},
+        pruned_lowrank_int8={"from": "pruned_lowrank", "method": "quantize_static"},
+        student={"from": "pruned", "method": "distill", "student": {"width": 4}})
+    r = parse_recipe(tiny_recipe_dict)
+    assert r.chain("pruned_lowrank_int8") == ["baseline", "pruned", "pruned_lowrank", "pruned_lowrank_int8"]
+    assert [r.form(n, "torch") for n in ("pruned", "pruned_lowrank", "pruned_lowrank_int8", "student")] == \
+        ["torch", "torch", "onnx", "torch"]

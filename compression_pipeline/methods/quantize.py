@@ -73,4 +73,8 @@ def quantize_dynamic(src: Path, dst: Path, config: QuantizeDynamic, calibration:
         pre = _preprocessed(src, Path(tmp))
         ort_quantize_dynamic(str(pre), str(dst), op_types_to_quantize=list(config.op_types),
                              per_channel=config.per_channel, weight_type=QuantType.QInt8)
-    return {"op_types": list(config.op_types)}
+    info = {"op_types": list(config.op_types)}
+    if "Conv" not in config.op_types:
+        info["note"] = (f"int8 weights for {'/'.join(config.op_types)} only; convolutions stay float32 (dynamic "
+                        "ConvInteger is slower on CPU), so a conv-heavy model gains little speed")
+    return info

@@ -9,7 +9,7 @@ the orchestration.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -37,6 +37,22 @@ class Method:
     def accepts(self, parent_form: str) -> bool:
         # A framework-native parent can always be handed over as its ONNX export.
         return parent_form in self.impls or "onnx" in self.impls
+
+
+@dataclass
+class TorchContext:
+    """What a ``torch``-form implementation may use besides the model: ``fn(module, spec, config, ctx)`` returns
+    ``(module, spec, info)``; ``info`` holds JSON-able facts (and an optional human ``note``) for the handle."""
+
+    splits: dict  # X_train, y_train, X_val, y_val, X_test, y_test (numpy, pixels in [0, 1])
+    image_shape: tuple[int, int]
+    seed: int = 0
+    threads: int | None = None
+    log: Callable[[str], Any] | None = field(default=None, repr=False)
+
+    def say(self, message: str) -> None:
+        if self.log:
+            self.log(message)
 
 
 METHODS: dict[str, Method] = {}

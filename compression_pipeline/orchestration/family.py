@@ -29,6 +29,9 @@ def _checks(key: dg.AssetKey, names, description: str) -> list[dg.AssetCheckSpec
 def _emit(handle: Handle, extra_metadata: dict | None = None):
     """Yield the output (with data version = content hash) and one check result per gate recorded in the handle."""
     meta = {k: v for k, v in handle.info.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)}
+    # Structured facts (method config, library versions, the distillation ablation...) as JSON; gates are checks.
+    meta.update({k: dg.MetadataValue.json(v) for k, v in handle.info.items()
+                 if isinstance(v, dict) and k not in ("gates",)})
     if handle.artifact:
         meta.update(artifact=handle.artifact.path, sha256=handle.artifact.sha256, file_bytes=handle.artifact.bytes)
     meta.update(extra_metadata or {})
@@ -111,8 +114,10 @@ class Family:
             method = get_method(variant.method)
             parent_form = r.form(variant.parent, fw)
             if parent_form in method.impls and parent_form != "onnx":
-                raise NotImplementedError(f"{fw}-level methods arrive with the method suite ({variant.method})")
-            self._onnx_variant(fw, name)
+                self._torch_variant(fw, name)
+                self._export(fw, name)
+            else:
+                self._onnx_variant(fw, name)
         for name in ["baseline", *self._ordered_variants()]:
             self._benchmark(fw, name)
 
@@ -131,6 +136,19 @@ class Family:
 
         self._asset(self.deployable_key(fw, name), "exports", ins, export, kinds={"onnx"},
                     checks=["parity", "accuracy_gate"], check_doc="ONNX Runtime parity and accuracy on the export",
+                    version_of=("gates", f"variants.{name}"))
+
+    def _torch_variant(self, fw: str, name: str) -> None:
+        r, v = self.r, self.r.variants[name]
+        ins = {"parent": self.model_key(fw, v.parent), "splits": self.key("splits")}
+
+        def variant(context, pipeline, parent, splits):
+            yield from _emit(stages.torch_variant(r, pipeline.store(), name, fw, parent, splits, pipeline.threads,
+                                                  log=context.log.info))
+
+        variant.__doc__ = f"{v.method} of {v.parent} ({get_method(v.method).description}); accuracy measured with {fw}."
+        self._asset(self.model_key(fw, name), "models", ins, variant, kinds={KINDS[fw]}, checks=["accuracy_gate"],
+                    check_doc="accuracy drop vs the baseline within the recipe's tolerance",
                     version_of=("gates", f"variants.{name}"))
 
     def _onnx_variant(self, fw: str, name: str) -> None:
