@@ -3,10 +3,10 @@
 Per clustered layer: a float32 codebook of at most 2^b values and the b-bit index of each weight, packed;
 for a pruned layer only its nonzero weights carry an index, and a packed bitmap says where they are.
 Every other tensor (biases, unclustered layers) is stored raw. The whole payload is then entropy-coded with a
-standard codec (lzma). A sha256 of the payload guards against corruption; decoding rebuilds the dense state
+standard codec (zlib: LZ77 + Huffman coding). A sha256 of the payload guards against corruption; decoding rebuilds the dense state
 dict exactly, bit for bit.
 
-Layout: MAGIC | u32 header length | header JSON | lzma(payload). The header lists each tensor's name, shape,
+Layout: MAGIC | u32 header length | header JSON | zlib(payload). The header lists each tensor's name, shape,
 encoding, offsets and the payload's sha256.
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import lzma
+import zlib
 import struct
 
 import numpy as np
@@ -71,7 +71,7 @@ def encode(state: dict[str, np.ndarray], clustered: dict[str, int], meta: dict |
     payload = b"".join(chunks)
     header = json.dumps({"tensors": entries, "sha256": hashlib.sha256(payload).hexdigest(), "meta": meta or {}},
                         separators=(",", ":")).encode()
-    return MAGIC + struct.pack("<I", len(header)) + header + lzma.compress(payload, preset=9 | lzma.PRESET_EXTREME)
+    return MAGIC + struct.pack("<I", len(header)) + header + zlib.compress(payload, 9)
 
 
 def decode(blob: bytes) -> tuple[dict[str, np.ndarray], dict]:
@@ -82,8 +82,8 @@ def decode(blob: bytes) -> tuple[dict[str, np.ndarray], dict]:
     start = len(MAGIC) + 4
     try:
         header = json.loads(blob[start: start + hlen])
-        payload = lzma.decompress(blob[start + hlen:])
-    except (ValueError, lzma.LZMAError) as e:
+        payload = zlib.decompress(blob[start + hlen:])
+    except (ValueError, zlib.error) as e:
         raise CompactFormatError(f"truncated or corrupt compact file ({type(e).__name__}: {e})") from None
     if hashlib.sha256(payload).hexdigest() != header.get("sha256"):
         raise CompactFormatError("compact file payload does not match its sha256 (corrupt)")

@@ -108,12 +108,31 @@ def _drops(info: dict) -> dict:
             "accuracy_drop_relative": drop(info["baseline_accuracy"], info["accuracy"], "relative")}
 
 
+def _compact(recipe, store, name, module, spec, bits: int | None) -> dict:
+    """Size of the model in the compact format (for every torch model, so storage claims compare); a weight-shared
+    model's compact file is also written and checked to rebuild the dense weights bit for bit."""
+    from compression_pipeline.methods import share
+
+    state = {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}
+    if bits is None:
+        from compression_pipeline import compact
+
+        return {"compact_bytes": len(compact.encode(state, {}))}
+    blob = share.compact_bytes(module, spec, bits)
+    rebuilt, _ = share.load_compact(blob)
+    if any(not np.array_equal(v, rebuilt.state_dict()[k].numpy()) for k, v in state.items()):
+        raise RuntimeError(f"{name}: the compact format did not rebuild the weights exactly")
+    art = store.write_bytes(f"{recipe.name}/torch_{name}_compact", blob, "cpz", "compact", "torch")
+    return {"compact_bytes": len(blob), "compact_artifact": art.path}
+
+
 def _save_torch(recipe, store, name, module, spec, acc, baseline_acc, extra) -> Handle:
     from compression_pipeline import environment, zoo
 
     with store.writing(f"{recipe.name}/torch_{name}", "safetensors", "safetensors", "torch") as slot:
         zoo.save_torch(module, spec, slot.path)
     params, nonzero = zoo.count_params(module)
+    extra = {**extra, **_compact(recipe, store, name, module, spec, extra.get("shared_bits"))}
     info = {"name": name, "framework": "torch", "form": "torch", "spec": spec.model_dump(mode="json"),
             "accuracy": acc, "accuracy_runtime": "torch", "baseline_accuracy": baseline_acc, "params": params,
             "nonzero_params": nonzero, "macs": zoo.count_macs(module, spec), "file_bytes": slot.artifact.bytes,

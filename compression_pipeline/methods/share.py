@@ -13,15 +13,30 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from compression_pipeline.methods.registry import MethodConfig
+from compression_pipeline.methods.registry import MethodConfig, TorchContext, register
 
 
 class ShareWeights(MethodConfig):
     bits: int = Field(5, ge=2, le=8, description="2^bits shared values per layer (zero included when pruned)")
     init: Literal["linear", "density"] = "linear"
-    finetune_epochs: int = Field(0, ge=0)
-    lr: float = Field(1e-3, gt=0)
-    max_iter: int = Field(30, ge=1)
+    finetune_epochs: int = Field(0, ge=0, description="epochs of centroid-only fine-tuning")
+    finetune_lr: float = Field(1e-3, gt=0)
+    max_iter: int = Field(30, ge=1, description="k-means iterations")
+
+
+SHARE_NOTE = ("storage result: the dense ONNX file still holds float32 weights; the compact format (codebooks + packed "
+              "indices, zlib) is what shrinks")
+
+
+@register("share_weights", ShareWeights, "per-layer k-means weight sharing (Deep Compression)")("torch")
+def share_weights(module, spec, config: ShareWeights, ctx: TorchContext):
+    clusters = cluster(module, config)
+    if config.finetune_epochs:
+        finetune_centroids(module, clusters, ctx.splits, ctx.image_shape, config.finetune_epochs, config.finetune_lr,
+                           ctx.seed)
+    distinct = {name: int(len(np.unique(layer.weight.detach().cpu().numpy())))
+                for name, layer in shared_layers(module).items()}
+    return module, spec, {"shared_bits": config.bits, "distinct_values": distinct, "note": SHARE_NOTE}
 
 
 def _kmeans_1d(values: np.ndarray, k: int, init: str, max_iter: int) -> tuple[np.ndarray, np.ndarray]:
@@ -105,7 +120,7 @@ def finetune_centroids(module, clusters: dict[str, tuple], splits: dict, image_s
 
 
 def compact_bytes(module, spec, bits: int) -> bytes:
-    """The model in the compact format (codebooks + packed indices + sparse bitmaps, lzma-coded)."""
+    """The model in the compact format (codebooks + packed indices + sparse bitmaps, zlib-coded)."""
     from compression_pipeline import compact
 
     state = {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}
