@@ -7,6 +7,7 @@ values is the job of the data-quality gates, which must see them.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import zipfile
 from pathlib import Path
@@ -26,10 +27,8 @@ def load_raw(dataset, data_root: str | Path) -> tuple[np.ndarray, np.ndarray, st
 
         d = load_digits()
         return d.data.astype(np.float64), d.target.astype(np.int64), "sklearn.datasets.load_digits"
-    path = resolve_inside(Path(data_root), dataset.path)
+    path = source_path(dataset, data_root)
     name = str(path)
-    if not path.is_file():
-        raise DatasetError(name, "file not found")
     try:
         with np.load(path, allow_pickle=False) as f:
             missing = {"X", "y"} - set(f.files)
@@ -54,6 +53,36 @@ def load_raw(dataset, data_root: str | Path) -> tuple[np.ndarray, np.ndarray, st
     if len(X) == 0:
         raise DatasetError(name, "the dataset has no rows")
     return X.astype(np.float64), y.astype(np.int64), name
+
+
+def source_path(dataset, data_root: str | Path) -> Path:
+    """The file or folder a file-based dataset is read from: inside the data root, and present."""
+    if not getattr(dataset, "path", None):
+        raise DatasetError(dataset.source, "a built-in dataset has no source file")
+    path = resolve_inside(Path(data_root), dataset.path)
+    if not path.exists():
+        raise DatasetError(str(path), "file not found")
+    return path
+
+
+def _files(path: Path) -> list[Path]:
+    return [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+
+
+def content_version(path: Path) -> str:
+    """sha256 of a dataset file, or of a folder's relative file names and contents: the dataset's data version."""
+    from compression_pipeline.artifacts import sha256_file
+
+    if path.is_file():
+        return sha256_file(path)
+    h = hashlib.sha256()
+    for f in _files(path):
+        h.update(f"{f.relative_to(path).as_posix()}\0{sha256_file(f)}\n".encode())
+    return h.hexdigest()
+
+
+def content_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in _files(path))
 
 
 def preprocess(X: np.ndarray, y: np.ndarray, dataset) -> dict[str, np.ndarray]:
