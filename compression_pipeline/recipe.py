@@ -134,7 +134,7 @@ class Recipe(Strict):
         return (v and v.max_accuracy_drop) or self.gates.max_accuracy_drop
 
     def entries(self, *sections: str) -> dict[str, Any]:
-        """The validated recipe sections (e.g. ``dataset``, ``variants.int8``) as JSON-able values, defaults spelled out."""
+        """The validated recipe sections (e.g. ``dataset``, ``variants.int8``) as JSON values, defaults spelled out."""
         out = {}
         for section in sections:
             head, _, rest = section.partition(".")

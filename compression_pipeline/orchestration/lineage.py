@@ -132,7 +132,8 @@ def render(steps: list[Step]) -> str:
         if "recipe" in md:
             lines.append(f"  recipe          {md.pop('recipe')}  entry {md.pop('recipe_entry', '-')}")
         if "recipe_config" in md:
-            lines.append(f"  config          {json.dumps(md.pop('recipe_config'), sort_keys=True, separators=(',', ':'))}")
+            config = json.dumps(md.pop("recipe_config"), sort_keys=True, separators=(",", ":"))
+            lines.append(f"  config          {config}")
         if "parent_asset" in md:
             parent = md.pop("parent_asset")
             lines.append(f"  parent          {parent} @ {s.inputs.get(parent, '-')}"
