@@ -63,8 +63,8 @@ def nightly(tmp_path_factory):
     schedule = defs.resolve_schedule_def("tiny_nightly")
     job = defs.resolve_job_def("tiny_recompress")
     with dg.DagsterInstance.from_config(str(base / "home")) as instance:
-        context = dg.build_schedule_context(instance=instance, scheduled_execution_time=NIGHT)
-        requests = schedule.evaluate_tick(context).run_requests
+        with dg.build_schedule_context(instance=instance, scheduled_execution_time=NIGHT) as context:
+            requests = schedule.evaluate_tick(context).run_requests
         assert len(requests) == 1
         request = requests[0]
         # The run config the schedule asks for is valid for the job it targets (raises if not).
@@ -103,9 +103,9 @@ def test_the_recipe_schedule_field_sets_the_cron(tmp_path):
     write_recipe(settings, {**copy.deepcopy(TINY), "schedule": "30 3 * * 1"})
     schedule = build_definitions(settings).resolve_schedule_def("tiny_nightly")
     assert schedule.cron_schedule == "30 3 * * 1"
-    with dg.instance_for_test() as instance:
-        context = dg.build_schedule_context(instance=instance,
-                                            scheduled_execution_time=dt.datetime(2026, 1, 5, 3, 30, tzinfo=dt.UTC))
+    monday = dt.datetime(2026, 1, 5, 3, 30, tzinfo=dt.UTC)
+    with dg.instance_for_test() as instance, \
+            dg.build_schedule_context(instance=instance, scheduled_execution_time=monday) as context:
         [request] = schedule.evaluate_tick(context).run_requests
     assert dg.validate_run_config(build_definitions(settings).resolve_job_def("tiny_recompress"), request.run_config)
 
@@ -151,17 +151,19 @@ def test_editing_one_recipe_entry_requests_exactly_its_subtree(family, edit):
 def test_a_changed_dataset_file_requests_the_whole_chain(family):
     settings, _, _, instance = family
     defs = build_definitions(settings)
-    now = dt.datetime.now(dt.UTC)
+    # Tick times one minute after a 5-minute boundary: the observation cron passes once, between the first two.
+    now = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0)
+    now += dt.timedelta(minutes=5 - now.minute % 5 + 1)
     tick = dg.evaluate_automation_conditions(defs=defs, instance=instance, evaluation_time=now)
     assert _requested(tick, defs) == set()
 
     # The sensor observes the file on its cron; an unchanged hash is no update.
     tick = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=tick.cursor,
-                                             evaluation_time=now + dt.timedelta(minutes=6))
+                                             evaluation_time=now + dt.timedelta(minutes=5))
     assert _requested(tick, defs) == {SOURCE}
     assert _execute(defs, instance, [SOURCE]).success
     tick = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=tick.cursor,
-                                             evaluation_time=now + dt.timedelta(minutes=7))
+                                             evaluation_time=now + dt.timedelta(minutes=6))
     assert _requested(tick, defs) == set()
 
     def relabel_one(X, y):  # a different, still valid dataset: one image flipped left-right
@@ -171,7 +173,7 @@ def test_a_changed_dataset_file_requests_the_whole_chain(family):
     digits_npz(settings.data_root / "digits.npz", relabel_one)
     assert _execute(defs, instance, [SOURCE]).success
     tick = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=tick.cursor,
-                                             evaluation_time=now + dt.timedelta(minutes=8))
+                                             evaluation_time=now + dt.timedelta(minutes=7))
     assert _requested(tick, defs) == FAMILY
 
 
