@@ -151,6 +151,10 @@ def test_editing_one_recipe_entry_requests_exactly_its_subtree(family, edit):
 def test_a_changed_dataset_file_requests_the_whole_chain(family):
     settings, _, _, instance = family
     defs = build_definitions(settings)
+    graph = defs.resolve_asset_graph()
+    source = graph.get(dg.AssetKey.from_user_string(SOURCE))
+    assert source.is_observable and not source.is_materializable and source.group_name == "data"
+    assert graph.get(dg.AssetKey(["tiny", "raw_dataset"])).parent_keys == {source.key}
     # Tick times one minute after a 5-minute boundary: the observation cron passes once, between the first two.
     now = dt.datetime.now(dt.UTC).replace(second=0, microsecond=0)
     now += dt.timedelta(minutes=5 - now.minute % 5 + 1)
@@ -225,6 +229,8 @@ def test_every_model_materialization_names_parent_dataset_version_and_recipe_ent
         assert md["recipe_entry"].value == entry
         assert md["recipe"].value.endswith("tiny.yaml")
         assert entry in md["recipe_config"].value
+    report = instance.get_latest_materialization_event(dg.AssetKey(["tiny", "report"])).asset_materialization
+    assert "parent_asset" not in report.metadata and report.metadata["recipe_entry"].value == "benchmark, gates"
     int8 = instance.get_latest_materialization_event(dg.AssetKey(["tiny", "torch_int8"])).asset_materialization
     assert int8.metadata["recipe_config"].value["variants.int8"]["config"]["samples"] == 64
     assert int8.metadata["parent"].value == "baseline"

@@ -78,15 +78,15 @@ class Family:
         return _body
 
     def _lineage(self, handle: Handle, version_of, ins, inputs, first) -> dict:
-        """What the asset was built from, in its materialization metadata: the recipe entry and config, the
-        parent asset (its first input) and the dataset version (the splits it read). The lineage command and
-        the UI read these; Dagster itself records code and input data versions."""
+        """What the asset was built from, in its materialization metadata: the recipe entry and config, the parent
+        asset and the dataset version (the splits it read). The lineage command and the UI read these; Dagster
+        itself records the code and input data versions."""
         r, name = self.r, handle.info.get("name")
         entry = ("baseline" if name == "baseline" else f"variants.{name}") if name else ", ".join(version_of)
         sections = dict.fromkeys([*entry.split(", "), *version_of])
         config = {k: v for k, v in r.entries(*sections).items() if v is not None}
         meta = {"recipe": r.source_path, "recipe_entry": entry, "recipe_config": dg.MetadataValue.json(config)}
-        if ins:
+        if ins and (name or len(ins) == 1):  # a model's first input is its parent; the report has many
             meta["parent_asset"] = dg.MetadataValue.asset(next(iter(ins.values())))
         splits = inputs.get(first.get(self.key("splits")))
         if splits is not None and splits.artifact:
