@@ -1,17 +1,19 @@
 """Command line: ``python -m compression_pipeline report <family>`` prints a family's comparison table;
 ``python -m compression_pipeline resume <run_id>`` re-executes a failed run from its failure.
+``python -m compression_pipeline lineage <family>/<asset>`` prints where an asset came from.
 
-Materializing is Dagster's job (``dagster job execute -j <family>_recompress`` or the UI); ``report`` only
-reads what the runs wrote, so it is cheap and never retrains anything.
+Materializing is Dagster's job (``dagster job execute -j <family>_recompress`` or the UI); ``report`` and
+``lineage`` only read what the runs wrote, so they are cheap and never retrain anything.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from compression_pipeline.errors import PipelineError
-from compression_pipeline.settings import Settings
+from compression_pipeline.settings import PROJECT_ROOT, Settings
 
 
 def report(family: str) -> int:
@@ -53,6 +55,20 @@ def resume(run_id: str) -> int:
         return 0 if result.success else 1
 
 
+def lineage(asset: str, as_json: bool) -> int:
+    """The chain of ``asset`` and its ancestors from the instance in $DAGSTER_HOME (default: dagster_home/)."""
+    os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / "dagster_home"))
+    import dagster as dg
+
+    from compression_pipeline.definitions import defs  # the code location, as `dagster dev` loads it
+    from compression_pipeline.orchestration import lineage as L
+
+    with dg.DagsterInstance.get() as instance:
+        steps = L.lineage(instance, defs, asset)
+    print(L.as_json(steps) if as_json else L.render(steps))
+    return 0 if steps[0].kind != "missing" else 1
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m compression_pipeline")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -60,12 +76,17 @@ def main(argv=None) -> int:
     p.add_argument("family", nargs="?", default="digits")
     p = sub.add_parser("resume", help="re-execute a failed run from its failure (the steps that succeeded are kept)")
     p.add_argument("run_id")
+    p = sub.add_parser("lineage", help="print the chain of an asset from the Dagster instance's records")
+    p.add_argument("asset", help="asset key, e.g. digits/torch_int8")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args(argv)
     try:
         if args.command == "report":
             return report(args.family)
         if args.command == "resume":
             return resume(args.run_id)
+        if args.command == "lineage":
+            return lineage(args.asset, args.json)
     except PipelineError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

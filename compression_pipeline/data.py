@@ -7,6 +7,7 @@ values is the job of the data-quality gates, which must see them.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 import zipfile
@@ -28,13 +29,10 @@ def load_raw(dataset, data_root: str | Path) -> tuple[np.ndarray, np.ndarray, st
 
         d = load_digits()
         return d.data.astype(np.float64), d.target.astype(np.int64), "sklearn.datasets.load_digits"
-    try:
-        path = resolve_inside(Path(data_root), dataset.path)
-    except PipelineError as e:  # '..' or a symlink that leaves the data root
-        raise DatasetError(str(Path(data_root) / dataset.path), str(e)) from None
+    path = source_path(dataset, data_root)
     name = str(path)
     if not path.is_file():
-        raise DatasetError(name, "file not found")
+        raise DatasetError(name, "not a file (an .npz dataset is one file)")
     # allow_pickle=False: an object array is a pickle, and unpickling a user's file runs the user's code.
     # Arrays are read inside the try: a corrupt or truncated member fails only when it is decompressed.
     try:
@@ -64,6 +62,39 @@ def load_raw(dataset, data_root: str | Path) -> tuple[np.ndarray, np.ndarray, st
     if len(X) == 0:
         raise DatasetError(name, "the dataset has no rows")
     return X.astype(np.float64), y.astype(np.int64), name
+
+
+def source_path(dataset, data_root: str | Path) -> Path:
+    """The file or folder a file-based dataset is read from: inside the data root, and present."""
+    if not getattr(dataset, "path", None):
+        raise DatasetError(dataset.source, "a built-in dataset has no source file")
+    try:
+        path = resolve_inside(Path(data_root), dataset.path)
+    except PipelineError as e:  # '..' or a symlink that leaves the data root
+        raise DatasetError(str(Path(data_root) / dataset.path), str(e)) from None
+    if not path.exists():
+        raise DatasetError(str(path), "file not found")
+    return path
+
+
+def _files(path: Path) -> list[Path]:
+    return [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+
+
+def content_version(path: Path) -> str:
+    """sha256 of a dataset file, or of a folder's relative file names and contents: the dataset's data version."""
+    from compression_pipeline.artifacts import sha256_file
+
+    if path.is_file():
+        return sha256_file(path)
+    h = hashlib.sha256()
+    for f in _files(path):
+        h.update(f"{f.relative_to(path).as_posix()}\0{sha256_file(f)}\n".encode())
+    return h.hexdigest()
+
+
+def content_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in _files(path))
 
 
 def preprocess(X: np.ndarray, y: np.ndarray, dataset, source: str = "dataset") -> dict[str, np.ndarray]:

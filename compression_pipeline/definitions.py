@@ -36,9 +36,11 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         schedules += s
         sensors += se
     root = str(settings.artifact_root)
+    # all() leaves out source assets: name the observed dataset files so the sensor observes them too.
+    observed = dg.AssetSelection.assets(*(a.key for a in assets if isinstance(a, dg.SourceAsset)))
     return dg.Definitions(
         assets=assets, jobs=jobs, schedules=schedules, executor=_executor(),
-        sensors=[dg.AutomationConditionSensorDefinition("automation", target=dg.AssetSelection.all(),
+        sensors=[dg.AutomationConditionSensorDefinition("automation", target=dg.AssetSelection.all() | observed,
                                                         default_status=dg.DefaultSensorStatus.RUNNING), *sensors],
         resources={"pipeline": PipelineResource(artifact_root=root, data_root=str(settings.data_root)),
                    "handles": HandleIOManager(artifact_root=root)},

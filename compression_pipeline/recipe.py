@@ -173,18 +173,22 @@ class Recipe(Strict):
         v = self.variants.get(name)
         return (v and v.max_accuracy_drop) or self.gates.max_accuracy_drop
 
+    def entries(self, *sections: str) -> dict[str, Any]:
+        """The validated recipe sections (e.g. ``dataset``, ``variants.int8``) as JSON values, defaults spelled out."""
+        out = {}
+        for section in sections:
+            head, _, rest = section.partition(".")
+            value = getattr(self, head)
+            value = value.get(rest) if rest else value
+            out[section] = value.model_dump(mode="json", by_alias=True) if value is not None else None
+        return out
+
     def entry_version(self, *sections: str) -> str:
         """Code version of an asset: a hash of the validated recipe sections it is built from (e.g. ``dataset``,
         ``variants.int8``) and the library version. Spelling out a default does not change it."""
         from compression_pipeline import __version__
 
-        parts = []
-        for section in sections:
-            head, _, rest = section.partition(".")
-            value = getattr(self, head)
-            value = value.get(rest) if rest else value
-            parts.append(value.model_dump(mode="json", by_alias=True) if value is not None else None)
-        blob = json.dumps([__version__, sections, parts], sort_keys=True)
+        blob = json.dumps([__version__, sections, list(self.entries(*sections).values())], sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -37,8 +37,11 @@ def _splits(store: ArtifactStore, splits: Handle) -> dict[str, np.ndarray]:
 def raw_dataset(recipe: Recipe, store: ArtifactStore, data_root: Path) -> Handle:
     X, y, source = data.load_raw(recipe.dataset, data_root)
     art = store.write_bytes(f"{recipe.name}/raw_dataset", data.to_npz_bytes({"X": X, "y": y}), "npz", "npz")
-    return Handle(artifact=art, info={"source": source, "rows": int(len(X)), "features": int(X.shape[1]),
-                                      "labels": sorted(int(v) for v in np.unique(y))})
+    info = {"source": source, "rows": int(len(X)), "features": int(X.shape[1]),
+            "labels": sorted(int(v) for v in np.unique(y))}
+    if recipe.dataset.path:  # the version of the file really read (the observation may be older)
+        info["source_sha256"] = data.content_version(data.source_path(recipe.dataset, data_root))
+    return Handle(artifact=art, info=info)
 
 
 def splits(recipe: Recipe, store: ArtifactStore, raw: Handle) -> Handle:

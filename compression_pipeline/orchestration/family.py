@@ -12,6 +12,7 @@ import dagster as dg
 from compression_pipeline import stages
 from compression_pipeline.artifacts import Handle
 from compression_pipeline.methods import get_method
+from compression_pipeline.orchestration.automation import AUTOMATION, dataset_file_asset
 from compression_pipeline.orchestration.resources import PipelineResource
 from compression_pipeline.quality import GATES as DATA_GATES
 from compression_pipeline.recipe import Recipe
@@ -19,7 +20,6 @@ from compression_pipeline.report import cell, cell_label
 
 KINDS = {"torch": "pytorch", "onnx": "onnx"}
 GPU_TAGS = {"dagster-k8s/config": {"container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}}}}}
-AUTOMATION = dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
 
 
 def _checks(key: dg.AssetKey, names, description: str) -> list[dg.AssetCheckSpec]:
@@ -72,10 +72,30 @@ class Family:
                   code_version=r.entry_version(*version_of), automation_condition=AUTOMATION,
                   description=(fn.__doc__ or "").strip() or None, **kw)
         def _body(context: dg.AssetExecutionContext, pipeline: PipelineResource, **inputs):
-            yield from fn(context, pipeline, **{n: inputs[first[k]] for n, k in ins.items()})
+            for event in fn(context, pipeline, **{n: inputs[first[k]] for n, k in ins.items()}):
+                if isinstance(event, dg.Output):
+                    context.add_output_metadata(self._lineage(event.value, version_of, ins, inputs, first),
+                                                output_name=event.output_name)
+                yield event
 
         self.assets.append(_body)
         return _body
+
+    def _lineage(self, handle: Handle, version_of, ins, inputs, first) -> dict:
+        """What the asset was built from, in its materialization metadata: the recipe entry and config, the parent
+        asset and the dataset version (the splits it read). The lineage command and the UI read these; Dagster
+        itself records the code and input data versions."""
+        r, name = self.r, handle.info.get("name")
+        entry = ("baseline" if name == "baseline" else f"variants.{name}") if name else ", ".join(version_of)
+        sections = dict.fromkeys([*entry.split(", "), *version_of])
+        config = {k: v for k, v in r.entries(*sections).items() if v is not None}
+        meta = {"recipe": r.source_path, "recipe_entry": entry, "recipe_config": dg.MetadataValue.json(config)}
+        if ins and (name or len(ins) == 1):  # a model's first input is its parent; the report has many
+            meta["parent_asset"] = dg.MetadataValue.asset(next(iter(ins.values())))
+        splits = inputs.get(first.get(self.key("splits")))
+        if splits is not None and splits.artifact:
+            meta["dataset_version"] = splits.artifact.sha256[:16]
+        return meta
 
     # -- the graph --------------------------------------------------------------------------------------
     def build(self) -> list[dg.AssetsDefinition]:
@@ -89,14 +109,17 @@ class Family:
             """Seeded, stratified train/val/test splits scaled into [0, 1], gated by Great Expectations suites."""
             yield from _emit(stages.splits(r, pipeline.store(), raw))
 
-        self._asset(self.key("raw_dataset"), "data", {}, raw_dataset, kinds={"numpy"}, version_of=("dataset",))
+        # A dataset read from a file is an observed source: a new content hash rebuilds the chain below it.
+        source = [dataset_file_asset(r, self.key("dataset_file"))] if r.dataset.path else []
+        self._asset(self.key("raw_dataset"), "data", {}, raw_dataset, kinds={"numpy"}, version_of=("dataset",),
+                    deps=[a.key for a in source])
         self._asset(self.key("splits"), "data", {"raw": self.key("raw_dataset")}, splits, kinds={"numpy"},
                     checks=DATA_GATES, check_doc="Great Expectations suite on the splits", version_of=("dataset",))
         for fw in r.baseline.frameworks:
             self._framework(fw)
         self._report()
         self._candidate()
-        return self.assets
+        return [*source, *self.assets]
 
     def _framework(self, fw: str) -> None:
         r, splits_key = self.r, self.key("splits")
@@ -239,7 +262,10 @@ class Family:
 def family_definitions(recipe: Recipe) -> tuple[list, list, list, list]:
     """(assets, jobs, schedules, sensors) of one recipe."""
     assets = Family(recipe).build()
-    job = dg.define_asset_job(f"{recipe.name}_recompress", selection=dg.AssetSelection.key_prefixes([recipe.name]),
+    # The job observes the family's dataset file too, so its runs record the dataset version they read.
+    observed = dg.AssetSelection.assets(*(a.key for a in assets if isinstance(a, dg.SourceAsset)))
+    job = dg.define_asset_job(f"{recipe.name}_recompress",
+                              selection=dg.AssetSelection.key_prefixes([recipe.name]) | observed,
                               description=f"Recompress and rebenchmark the {recipe.name} family.")
     schedule = dg.ScheduleDefinition(name=f"{recipe.name}_nightly", job=job, cron_schedule=recipe.schedule,
                                      default_status=dg.DefaultScheduleStatus.RUNNING)
