@@ -39,7 +39,8 @@ def build(recipe: Recipe, models: list[tuple[Handle, Handle]], rejected: list[di
             "accuracy_drop_relative": (i["baseline_accuracy"] - i["accuracy"]) / max(i["baseline_accuracy"], 1e-12),
             "tolerance": recipe.tolerance(i["name"]).model_dump() if i["name"] != "baseline" else None,
             "params": i["params"], "nonzero_params": i["nonzero_params"], "file_bytes": i["file_bytes"],
-            "gzip_bytes": i["gzip_bytes"], "artifact": deployable.artifact.path, "sha256": deployable.artifact.sha256,
+            "gzip_bytes": i["gzip_bytes"], "compact_bytes": i.get("compact_bytes"),
+            "compact_artifact": i.get("compact_artifact"), "artifact": deployable.artifact.path, "sha256": deployable.artifact.sha256,
             "gates_passed": deployable.gates_passed, "gates": i.get("gates", []),
             "benchmarks": [{k: r[k] for k in BENCH_FIELDS if k in r} for r in bench.info["results"]],
             "benchmarks_skipped": bench.info.get("skipped", []),
@@ -96,7 +97,7 @@ def cell_label(c: tuple[str, str, int]) -> str:
 def markdown(report: dict) -> str:
     cells = sorted({cell(r) for m in report["models"] for r in m["benchmarks"]})
     head = ["model", "framework", "method", "parent", "accuracy", "drop (pp)", "params", "file KB", "gzip KB",
-            "gates"] + [f"{cell_label(c)} p50 ms (speedup)" for c in cells]
+            "compact KB", "gates"] + [f"{cell_label(c)} p50 ms (speedup)" for c in cells]
     lines = [f"# {report['family']}: compression report", "",
              f"Accuracy on the test split, measured on the deployed artifact ({'/'.join(sorted({m['accuracy_runtime'] for m in report['models']}))}). "
              "Drop is against the same framework's baseline; speedup is baseline p50 / model p50 on the same runtime "
@@ -106,7 +107,9 @@ def markdown(report: dict) -> str:
         bench = {cell(r): r for r in m["benchmarks"]}
         row = [m["name"], m["framework"], m["method"] or "-", m["parent"] or "-", f"{m['accuracy']:.4f}",
                f"{100 * m['accuracy_drop']:+.2f}", f"{m['params']:,}", f"{m['file_bytes'] / 1024:.0f}",
-               f"{m['gzip_bytes'] / 1024:.0f}", "pass" if m["gates_passed"] else "FAIL"]
+               f"{m['gzip_bytes'] / 1024:.0f}",
+               "-" if m.get("compact_bytes") is None else f"{m['compact_bytes'] / 1024:.0f}",
+               "pass" if m["gates_passed"] else "FAIL"]
         for c in cells:
             r = bench.get(c)
             row.append("-" if r is None else f"{r['p50_ms']:.3f} ({r.get('speedup_vs_baseline', 1.0):.2f}x)")

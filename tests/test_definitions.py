@@ -9,7 +9,8 @@ from compression_pipeline.definitions import build_definitions
 from compression_pipeline.settings import PROJECT_ROOT, Settings
 
 ONNX_VARIANTS = ("int8", "dynamic_int8", "fp16", "pruned50_int8", "student_int8")  # models stored as ONNX
-TORCH_VARIANTS = ("sparse80", "pruned50", "lowrank", "student")  # PyTorch models, each with its own export
+# PyTorch models, each with its own export
+TORCH_VARIANTS = ("sparse80", "pruned50", "lowrank", "student", "shared5", "sparse90", "sparse90_shared4")
 MODELS = ("baseline", *TORCH_VARIANTS, *ONNX_VARIANTS)
 
 EXPECTED_ASSETS = {

@@ -44,13 +44,13 @@ def test_default_recipe_end_to_end(roots):
         result = _run(defs, instance)
         assert result.success
         checks = _checks(result)
-    # 7 data gates, an accuracy gate per model (10), parity + accuracy on each of the 5 exports, the candidate's
-    assert len(checks) == 28 and all(passed for passed, _ in checks.values()), \
+    # 7 data gates, an accuracy gate per model (13), parity + accuracy on each of the 8 exports, the candidate's
+    assert len(checks) == 37 and all(passed for passed, _ in checks.values()), \
         {k: v[1] for k, v in checks.items() if not v[0]}
     report = json.loads((roots.artifact_root / "digits/report/report.json").read_text())
     models = {m["name"]: m for m in report["models"]}
     assert set(models) == {"baseline", "int8", "dynamic_int8", "fp16", "sparse80", "pruned50", "lowrank", "student",
-                           "pruned50_int8", "student_int8"}
+                           "pruned50_int8", "student_int8", "shared5", "sparse90", "sparse90_shared4"}
     base, int8 = models["baseline"], models["int8"]
     assert base["accuracy"] >= 0.95 and base["params"] > 1_000_000
     assert int8["file_bytes"] <= 0.35 * base["file_bytes"]
@@ -63,6 +63,11 @@ def test_default_recipe_end_to_end(roots):
     assert models["fp16"]["file_bytes"] <= 0.55 * base["file_bytes"]
     assert models["lowrank"]["params"] <= 0.5 * base["params"]
     assert models["student"]["params"] <= 0.2 * base["params"]
+    # weight sharing: the compact format (codebooks + packed indices, entropy coded) is where the storage goes
+    assert models["shared5"]["compact_bytes"] <= 0.25 * base["file_bytes"]
+    assert models["sparse90_shared4"]["compact_bytes"] * 25 <= base["file_bytes"]
+    assert models["sparse90_shared4"]["chain"] == ["baseline", "sparse90", "sparse90_shared4"]
+    assert (roots.artifact_root / models["sparse90_shared4"]["compact_artifact"]).is_file()
     ablation = models["student"]["ablation"]
     assert {"distilled_accuracy", "student_alone_accuracy", "gain"} <= set(ablation)
     assert models["student_int8"]["chain"] == ["baseline", "student", "student_int8"]
@@ -76,13 +81,13 @@ def test_default_recipe_end_to_end(roots):
         or "onnxruntime" in report["environment"]["libraries"]
     md = (roots.artifact_root / "digits/report/report.md").read_text()
     assert "| int8 | torch | quantize_static | baseline |" in md
-    folder = tmp_path / "artifacts/digits/report"
+    folder = roots.artifact_root / "digits/report"
     assert all((folder / f"{p}.png").read_bytes().startswith(b"\x89PNG") for p in ("accuracy_latency", "sizes", "speedup"))
     assert (folder / "report.html").read_text().count("data:image/png;base64,") == 3
     # Every model on every runtime available here, with the full statistics; fp16 skipped on CPU with a reason.
     assert all({"p50_ms", "p90_ms", "p95_ms", "p99_ms", "mean_ms", "std_ms", "throughput", "load_s", "peak_host_mb"}
                <= set(b) for m in report["models"] for b in m["benchmarks"])
-    decision = json.loads((tmp_path / "artifacts/digits/deployment_candidate/current/decision.json").read_text())
+    decision = json.loads((roots.artifact_root / "digits/deployment_candidate/current/decision.json").read_text())
     names = {f"{m['framework']}_{m['name']}" for m in report["models"]}
     assert decision["chosen"] in names and set(decision["reasons"]) == names - {decision["chosen"]}
     assert "| pruned50_int8 | torch | quantize_static | pruned50 |" in md
