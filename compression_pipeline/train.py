@@ -8,10 +8,13 @@ from compression_pipeline.data import as_images
 
 
 def set_threads(threads: int | None) -> None:
+    """Always set torch's thread count (None: one per core). The count changes the order of float sums, hence the
+    trained weights: leaving it to whatever ran before in the process makes training irreproducible."""
+    import os
+
     import torch
 
-    if threads:
-        torch.set_num_threads(threads)
+    torch.set_num_threads(threads or os.cpu_count() or 1)
 
 
 def train(module, splits: dict, image_shape, epochs: int, batch_size: int = 64, lr: float = 1e-3, seed: int = 0,

@@ -156,7 +156,9 @@ def test_unreadable_datasets_fail_at_load_and_nothing_runs(family, case, make, w
     make(family.data_file)
     result = _run(family.defs(), family.instance)
     assert not result.success
-    assert _started(result) == {"tiny__raw_dataset"} and _materialized(result) == set()
+    # The dataset file is observed first (its content hash is its data version): a missing file stops right there.
+    expected = {"tiny__dataset_file"} | (set() if case == "missing_file" else {"tiny__raw_dataset"})
+    assert _started(result) == expected and _materialized(result) == set()
     message = "\n".join(_failure_messages(result))
     assert f"DatasetError: dataset {family.data_file}: " in message, message
     for w in words:
@@ -169,7 +171,8 @@ def test_too_few_rows_for_the_splits_fail_at_the_split_naming_the_file(family):
     _save(family.data_file, X[:2], y[:2])
     result = _run(family.defs(), family.instance)
     assert not result.success
-    assert _started(result) == {"tiny__raw_dataset", "tiny__splits"} and _materialized(result) == {"tiny/raw_dataset"}
+    assert _started(result) == {"tiny__dataset_file", "tiny__raw_dataset", "tiny__splits"}
+    assert _materialized(result) == {"tiny/raw_dataset"}
     message = "\n".join(_failure_messages(result))
     assert f"dataset {family.data_file}: 2 rows leave the train split empty" in message, message
     assert _consumer_view(family.settings) == family.good
@@ -218,7 +221,8 @@ def test_bad_data_fails_its_blocking_gate_with_counts_and_nothing_downstream_run
     result = _run(family.defs(), family.instance)
     assert not result.success
     # The splits are stored as a candidate with the gate outcomes; no model step even starts.
-    assert _materialized(result) == DATA_ASSETS and _started(result) == {"tiny__raw_dataset", "tiny__splits"}
+    assert _materialized(result) == DATA_ASSETS
+    assert _started(result) == {"tiny__dataset_file", "tiny__raw_dataset", "tiny__splits"}
     checks = _checks(result)
     failed = {k.split(":")[1] for k, e in checks.items() if not e.passed}
     assert set(gates) <= failed, failed
