@@ -28,7 +28,7 @@ from conftest import TINY, digits_npz, write_recipe
 
 NIGHT = dt.datetime(2026, 1, 2, 2, 0, tzinfo=dt.UTC)
 FAMILY = {"tiny/raw_dataset", "tiny/splits", "tiny/torch_baseline", "tiny/torch_baseline_onnx", "tiny/torch_int8",
-          "tiny/torch_baseline_benchmark", "tiny/torch_int8_benchmark", "tiny/report"}
+          "tiny/torch_baseline_benchmark", "tiny/torch_int8_benchmark", "tiny/report", "tiny/deployment_candidate"}
 SOURCE = "tiny/dataset_file"
 
 
@@ -114,13 +114,15 @@ def test_the_recipe_schedule_field_sets_the_cron(tmp_path):
 EDITS = {
     "variant": (lambda r: r["variants"]["int8"].update(samples=32),
                 {"tiny/torch_int8"},
-                {"tiny/torch_int8", "tiny/torch_int8_benchmark", "tiny/report"}),
+                {"tiny/torch_int8", "tiny/torch_int8_benchmark", "tiny/report", "tiny/deployment_candidate"}),
     "baseline": (lambda r: r["baseline"].update(epochs=2),
                  {"tiny/torch_baseline"},
                  FAMILY - {"tiny/raw_dataset", "tiny/splits"}),
     "benchmark": (lambda r: r["benchmark"].update(min_runs=6),
-                  {"tiny/torch_baseline_benchmark", "tiny/torch_int8_benchmark", "tiny/report"},
-                  {"tiny/torch_baseline_benchmark", "tiny/torch_int8_benchmark", "tiny/report"}),
+                  {"tiny/torch_baseline_benchmark", "tiny/torch_int8_benchmark", "tiny/report",
+                   "tiny/deployment_candidate"},
+                  {"tiny/torch_baseline_benchmark", "tiny/torch_int8_benchmark", "tiny/report",
+                   "tiny/deployment_candidate"}),
 }
 
 

@@ -63,7 +63,8 @@ def test_k8s_executor_gives_each_step_a_pod_and_each_benchmark_a_gpu(monkeypatch
     for node in job.graph.node_dict.values():
         resources = get_user_defined_k8s_config(node.definition.tags).container_config.get("resources", {})
         gpus[node.name] = resources.get("limits", {}).get("nvidia.com/gpu")
-    benchmarks = {"digits__torch_baseline_benchmark", "digits__torch_int8_benchmark"}
+    benchmarks = {n for n in gpus if n.endswith("_benchmark")}
+    assert len(benchmarks) == 13  # one per model of the default recipe
     assert {n for n, g in gpus.items() if g == "1"} == benchmarks
     assert all(g is None for n, g in gpus.items() if not n.endswith("_benchmark"))
 
