@@ -139,10 +139,11 @@ def test_ui_graph_materialize_checks_and_automation(tmp_path):
 
             # 2. The automation sensor and the nightly schedule are listed, and on.
             page.goto(f"{url}/automation", wait_until="networkidle")
-            for name in ("automation", "tiny_nightly"):
+            names = ("automation", "tiny_nightly", "tiny_report_after_failure")
+            for name in names:
                 expect(page.get_by_text(name, exact=True).first).to_be_visible()
-            # Their two toggles are the only checked boxes (the row-selection boxes are not).
-            expect(page.locator("input[type=checkbox]:checked")).to_have_count(2)
+            # Their toggles are the only checked boxes (the row-selection boxes are not).
+            expect(page.locator("input[type=checkbox]:checked")).to_have_count(len(names))
             shot("02-automation-on")
 
             # 3. Launch a materialization of the data group (raw_dataset + splits) from the UI.
@@ -169,9 +170,10 @@ def test_ui_graph_materialize_checks_and_automation(tmp_path):
 
             # 5. The daemon's automation sensor sees the new splits and requests the models, by itself.
             page.goto(f"{url}/runs", wait_until="networkidle")
-            # Its run targets exactly the six assets below the splits (models, exports, benchmarks, report).
+            # Its run targets exactly the seven assets below the splits (models, exports, benchmarks, report and
+            # the deployment candidate).
             runs = page.locator("div[data-index]")  # the rows of the (virtualized) runs table
-            automation_run = runs.filter(has_text="automation").filter(has_text="6 assets")
+            automation_run = runs.filter(has_text="automation").filter(has_text="7 assets")
             while not automation_run.count():
                 assert time.monotonic() - t_success < 180, "the automation sensor launched no run within 180 s"
                 page.wait_for_timeout(3000)
