@@ -108,20 +108,24 @@ def main(argv=None) -> int:
         path = materialize(out, args.threads, args.min_time)
     report = json.loads(path.read_text())
     report["_path"] = str(path)
-    print(f"report: {path}\n")
-    print("| model | accuracy | drop pp | params | params x | MACs x | file x | gzip KB | ORT b1 x | ORT b32 x | gates |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    threads = {b.get("threads") for m in report["models"] for b in m["benchmarks"]}
+    lines = [f"report: {path} (benchmark threads: {sorted(threads, key=str)})", "",
+             "| model | accuracy | drop pp | params | params x | MACs x | file x | gzip KB | ORT b1 x | ORT b32 x | gates |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for x in report["models"]:
-        print(f"| {x['name']} | {x['accuracy']:.4f} | {100 * x['accuracy_drop']:+.2f} | {x['params']:,} | "
-              f"{x.get('params_ratio', 1):.3f} | {x.get('macs_ratio') or float('nan'):.3f} | {x.get('size_ratio', 1):.3f} | "
-              f"{x['gzip_bytes'] / 1024:.0f} | {_speedup(x, 1) or 1:.2f} | {_speedup(x, 32) or 1:.2f} | "
-              f"{'pass' if x['gates_passed'] else 'FAIL'} |")
-    print("\n| variant | target | measured | limit | met |\n|---|---|---|---|---|")
+        lines.append(f"| {x['name']} | {x['accuracy']:.4f} | {100 * x['accuracy_drop']:+.2f} | {x['params']:,} | "
+                     f"{x.get('params_ratio', 1):.3f} | {x.get('macs_ratio') or float('nan'):.3f} | "
+                     f"{x.get('size_ratio', 1):.3f} | {x['gzip_bytes'] / 1024:.0f} | {_speedup(x, 1) or 1:.2f} | "
+                     f"{_speedup(x, 32) or 1:.2f} | {'pass' if x['gates_passed'] else 'FAIL'} |")
+    lines += ["", "| variant | target | measured | limit | met |", "|---|---|---|---|---|"]
     misses = 0
     for name, what, value, limit, met in targets(report):
         misses += not met
         shown = "-" if value is None else f"{value:.4f}"
-        print(f"| {name} | {what} | {shown} | {limit} | {'yes' if met else 'MISS'} |")
+        lines.append(f"| {name} | {what} | {shown} | {limit} | {'yes' if met else 'MISS'} |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    (path.parent / "targets.md").write_text(text)
     return 0 if misses == 0 else 1
 
 
