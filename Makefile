@@ -17,7 +17,7 @@ install: $(VENV)/.installed
 # Materialize every asset of the family through Dagster on the persistent instance in dagster_home/
 # (the runs then show in the UI), then print the comparison table and the report paths.
 run: install
-	$(VENV)/bin/dagster job execute -m compression_pipeline.definitions -j $(FAMILY)_recompress
+	$(VENV)/bin/dagster job execute -m compression_pipeline.definitions -j $(FAMILY)_recompress -c deploy/run_serial.yaml
 	$(PY) -m compression_pipeline report $(FAMILY)
 
 report: install

@@ -90,3 +90,13 @@ def test_dagster_cli_validates_the_workspace():
     out = subprocess.run([sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
                          capture_output=True, text=True, cwd=PROJECT_ROOT)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_make_run_config_runs_one_step_at_a_time(tmp_path):
+    """`make run` passes deploy/run_serial.yaml: benchmarks must not share the cores with training steps."""
+    import yaml
+
+    config = yaml.safe_load((PROJECT_ROOT / "deploy/run_serial.yaml").read_text())
+    resolved = dg.validate_run_config(_defs(tmp_path).resolve_job_def("digits_recompress"), config)
+    assert resolved["execution"]["multi_or_in_process_executor"]["multiprocess"]["max_concurrent"] == 1
+    assert "-c deploy/run_serial.yaml" in (PROJECT_ROOT / "Makefile").read_text()
