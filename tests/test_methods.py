@@ -17,12 +17,9 @@ SHAPE = (8, 8)
 
 
 @pytest.fixture(scope="module")
-def parent(digits_splits):
+def parent(tiny_cnn):
     """A width-8 CNN trained for 3 epochs (about 20k parameters, ~0.8 accuracy)."""
-    spec = zoo.cnn_spec(8)
-    module = zoo.build_torch(spec, seed=0)
-    train.train(module, digits_splits, SHAPE, epochs=3, lr=3e-3, seed=0)
-    return module, spec
+    return tiny_cnn()
 
 
 @pytest.fixture

@@ -45,29 +45,6 @@ def test_safetensors_round_trip_rebuilds_from_spec(tiny_model, tmp_path, digits_
     assert np.array_equal(train.predict(module, X, SHAPE), train.predict(loaded, X, SHAPE))
 
 
-class _Planted:
-    """Unpickling this object runs code: it creates the file named in it."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        import pathlib
-
-        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
-
-
-def test_a_planted_pickle_is_refused_and_never_run(tmp_path):
-    import torch
-
-    marker = tmp_path / "pwned"
-    evil = tmp_path / "evil.safetensors"
-    torch.save({"w": _Planted(str(marker))}, evil)
-    with pytest.raises(Exception):
-        zoo.load_torch(evil)
-    assert not marker.exists()
-
-
 def test_export_parity_and_dynamic_batch(tiny_model, digits_splits):
     module, _, _, path = tiny_model
     sess = onnx_tools.session(path, "cpu", 1)

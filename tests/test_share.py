@@ -11,11 +11,8 @@ SHAPE = (8, 8)
 
 
 @pytest.fixture(scope="module")
-def trained(digits_splits):
-    spec = zoo.cnn_spec(8)
-    module = zoo.build_torch(spec, seed=0)
-    train.train(module, digits_splits, SHAPE, epochs=3, lr=3e-3, seed=0)
-    return module, spec
+def trained(tiny_cnn):
+    return tiny_cnn()
 
 
 def _copy(module, spec):
