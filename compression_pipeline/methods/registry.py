@@ -1,10 +1,16 @@
 """The method registry: a method is one frozen config model plus one implementation per form it accepts.
 
 A *form* is what a model is stored as between assets: ``torch`` (an architecture spec plus
-safetensors weights) or ``onnx`` (a deployable ONNX file). A method that has an ``onnx``
-implementation works on the exported artifact of any framework; a method with only a ``torch``
-implementation needs a PyTorch parent. Adding a method touches this package and its tests, never
-the orchestration.
+safetensors weights), ``tensorflow`` (a ``.keras`` file), ``onnx`` (a deployable ONNX file) or ``tflite``
+(a deployable TFLite flatbuffer). A method that has an ``onnx`` implementation works on the exported
+artifact of any framework-native model; a method with only a ``torch`` (or ``tensorflow``) implementation
+needs a parent of that framework. An implementation keeps its form unless it declares what it produces
+(TFLite post-training quantization works on a ``tensorflow`` model and produces ``tflite``).
+
+Signatures: a ``torch`` / ``tensorflow`` implementation is ``fn(model, spec, config, ctx) -> (model, spec,
+info)``; an ``onnx`` one ``fn(src, dst, config, calibration) -> info``; one producing ``tflite`` from a
+``tensorflow`` model ``fn(model, dst, config, ctx) -> info``. Adding a method touches this package and its
+tests, never the orchestration.
 """
 
 from __future__ import annotations
@@ -14,7 +20,8 @@ from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-Form = Literal["torch", "onnx"]
+Form = Literal["torch", "tensorflow", "onnx", "tflite"]
+NATIVE_FORMS = ("torch", "tensorflow")  # framework-native: trainable, and exported to ONNX for deployment
 
 
 class MethodConfig(BaseModel):
@@ -29,20 +36,23 @@ class Method:
     config: type[MethodConfig]
     impls: dict[str, Callable[..., Any]]  # form -> implementation
     description: str = ""
+    produces: dict[str, str] = field(default_factory=dict)  # form -> output form, where it is not the same
 
     def output_form(self, parent_form: str) -> str:
-        """Form of the produced model: a method keeps the form it works on."""
-        return parent_form if parent_form in self.impls else "onnx"
+        """Form of the produced model: the implementation's declared output, else the form it works on."""
+        if parent_form in self.impls:
+            return self.produces.get(parent_form, parent_form)
+        return "onnx"
 
     def accepts(self, parent_form: str) -> bool:
-        # A framework-native parent can always be handed over as its ONNX export.
-        return parent_form in self.impls or "onnx" in self.impls
+        # A framework-native parent can always be handed over as its ONNX export; a TFLite file cannot.
+        return parent_form in self.impls or ("onnx" in self.impls and parent_form in NATIVE_FORMS)
 
 
 @dataclass
 class TorchContext:
-    """What a ``torch``-form implementation may use besides the model: ``fn(module, spec, config, ctx)`` returns
-    ``(module, spec, info)``; ``info`` holds JSON-able facts (and an optional human ``note``) for the handle."""
+    """What a framework-native implementation may use besides the model: ``fn(model, spec, config, ctx)`` returns
+    ``(model, spec, info)``; ``info`` holds JSON-able facts (and an optional human ``note``) for the handle."""
 
     splits: dict  # X_train, y_train, X_val, y_val, X_test, y_test (numpy, pixels in [0, 1])
     image_shape: tuple[int, int]
@@ -55,18 +65,28 @@ class TorchContext:
             self.log(message)
 
 
+Context = TorchContext  # the same context serves torch and tensorflow implementations
+
 METHODS: dict[str, Method] = {}
 
 
 def register(name: str, config: type[MethodConfig], description: str = ""):
-    """Decorator registering ``fn`` as the implementation of ``name`` for one form: ``@register(...)(form)``."""
+    """Decorator registering ``fn`` as the implementation of ``name`` for one form: ``@register(...)(form)``, or
+    ``@register(...)(form, produces=other_form)`` when the result is stored in another form."""
 
-    def for_form(form: str):
+    def for_form(form: str, produces: str | None = None):
         def wrap(fn):
             existing = METHODS.get(name)
+            if existing and existing.config is not config:
+                raise TypeError(f"method {name!r} is registered with config {existing.config.__name__}; every "
+                                f"form's implementation must share it")
             impls = dict(existing.impls) if existing else {}
             impls[form] = fn
-            METHODS[name] = Method(name, config, impls, description or (existing.description if existing else ""))
+            outputs = dict(existing.produces) if existing else {}
+            if produces and produces != form:
+                outputs[form] = produces
+            METHODS[name] = Method(name, config, impls, description or (existing.description if existing else ""),
+                                   outputs)
             return fn
 
         return wrap
@@ -81,3 +101,10 @@ def get_method(name: str) -> Method:
         return METHODS[name]
     except KeyError:
         raise KeyError(f"unknown method {name!r}; registered methods: {sorted(METHODS)}") from None
+
+
+def methods_for(form: str) -> list[str]:
+    """Names of the methods that accept a parent in ``form`` (what a recipe may ask of such a model)."""
+    from compression_pipeline import methods  # noqa: F401
+
+    return sorted(n for n, m in METHODS.items() if m.accepts(form))
