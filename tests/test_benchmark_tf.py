@@ -113,7 +113,8 @@ if sys.argv[1] == "late":
 else:
     first = benchmark_tf.configure_threads(1)
     tf.constant(1.0) + 1
-    print(json.dumps([first, benchmark_tf.configure_threads(2), tf.config.threading.get_intra_op_parallelism_threads()]))
+    later = benchmark_tf.configure_threads(2)
+    print(json.dumps([first, later, tf.config.threading.get_intra_op_parallelism_threads()]))
 """
 
 
