@@ -16,7 +16,8 @@ the report treats every runtime alike. TensorFlow-only facts are added as fields
   clock; the timed call is set_tensor + invoke + get_tensor (a copy), since ORT's ``run`` includes feeding and
   fetching too. LiteRT applies its default delegate, XNNPACK, when tensors are first allocated; the delegate's
   kernels then appear as ``DELEGATE`` nodes in the interpreter's graph (``_get_ops_details``), which is how
-  ``provider`` says ``litert-xnnpack`` rather than ``litert-cpu`` and ``delegated_nodes`` counts them.
+  ``provider`` says ``litert-xnnpack`` rather than ``litert-cpu`` (built-in kernels only) and ``delegated_nodes``
+  counts them (``litert`` and None where the interpreter cannot list its nodes).
 """
 
 from __future__ import annotations
@@ -155,9 +156,15 @@ TFLITE_FP16_REASON = ("the LiteRT interpreter runs on the CPU, where fp16 is no 
                       "TFLite model (float16 weights, fp32 inputs) is benchmarked as its own variant")
 
 
-def delegated_nodes(interpreter) -> int:
-    """How many nodes of the allocated interpreter's graph a delegate (XNNPACK by default) runs."""
-    return sum(op["op_name"] == "DELEGATE" for op in interpreter._get_ops_details())
+def delegated_nodes(interpreter) -> int | None:
+    """How many nodes of the allocated interpreter's graph a delegate (XNNPACK by default) runs; None where
+    this LiteRT build does not list its nodes (``_get_ops_details`` is not public API)."""
+    details = getattr(interpreter, "_get_ops_details", None)
+    return None if details is None else sum(op["op_name"] == "DELEGATE" for op in details())
+
+
+def _tflite_provider(nodes: int | None) -> str:
+    return "litert" if nodes is None else ("litert-xnnpack" if nodes else "litert-cpu")
 
 
 def bench_tflite(path: Path, in_shape, batch_sizes, threads: int | None, protocol: Protocol,
@@ -194,7 +201,7 @@ def bench_tflite(path: Path, in_shape, batch_sizes, threads: int | None, protoco
                 interp.get_tensor(out["index"]).copy()
 
             t = timed(call, protocol)
-        rows.append({"runtime": "tflite", "provider": "litert-xnnpack" if nodes else "litert-cpu", "device": "cpu",
+        rows.append({"runtime": "tflite", "provider": _tflite_provider(nodes), "device": "cpu",
                      "precision": "fp32", "batch_size": bs, "threads": n_threads, "load_s": load_s,
                      "delegated_nodes": nodes, **_timing_fields(t, bs), **mem.fields})
     return rows

@@ -78,6 +78,17 @@ def test_tflite_rows_carry_torchs_fields_and_measure_loading(models, torch_row):
     assert given[0]["load_s"] == 1.5 and given[0]["threads"] == benchmark.resolve_threads(None)
 
 
+def test_delegate_detection_tells_xnnpack_from_builtin_kernels(models):
+    """The provider is read from the interpreter: with LiteRT's default delegates off it says so."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    for resolver, provider in ((OpResolverType.AUTO, "litert-xnnpack"),
+                               (OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES, "litert-cpu")):
+        interp = Interpreter(model_path=str(models[1]), num_threads=1, experimental_op_resolver_type=resolver)
+        interp.allocate_tensors()
+        assert benchmark_tf._tflite_provider(benchmark_tf.delegated_nodes(interp)) == provider
+
+
 def test_tflite_cell_runs_the_model(models):
     """The timed call computes the model's logits (same as the Keras model's), not just some call."""
     keras_model, path = models
