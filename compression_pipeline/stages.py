@@ -304,6 +304,7 @@ def _bench_tensorflow(store, model, recipe, protocol, skipped) -> list[dict]:
     from compression_pipeline import benchmark_tf as BT, keras_backend as K
 
     bm = recipe.benchmark
+    BT.configure_threads(bm.threads)  # before the model loads: TF fixes its thread count when it starts
     t0 = time.perf_counter()
     keras_model = K.load_keras(store.path(model.artifact, verify=True))
     return BT.bench_tensorflow(keras_model, (*recipe.dataset.image_shape, 1), bm.batch_sizes, bm.device, bm.threads,

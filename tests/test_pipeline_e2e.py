@@ -49,13 +49,18 @@ def test_default_recipe_end_to_end(roots):
         result = _run(defs, instance)
         assert result.success
         checks = _checks(result)
-    # 7 data gates, an accuracy gate per model (13), parity + accuracy on each of the 8 exports, the candidate's
-    assert len(checks) == 37 and all(passed for passed, _ in checks.values()), \
+    # 7 data gates; an accuracy gate per model (13 PyTorch, 11 TensorFlow); parity + accuracy on each of the 8
+    # PyTorch exports and on the ONNX and TFLite export of each of the 4 Keras models; the candidate's
+    assert len(checks) == 7 + 24 + 16 + 16 + 1 and all(passed for passed, _ in checks.values()), \
         {k: v[1] for k, v in checks.items() if not v[0]}
     report = json.loads((roots.artifact_root / "digits/report/report.json").read_text())
-    models = {m["name"]: m for m in report["models"]}
+    by_fw = {fw: {m["name"]: m for m in report["models"] if m["framework"] == fw} for fw in ("torch", "tensorflow")}
+    models, tf = by_fw["torch"], by_fw["tensorflow"]
     assert set(models) == {"baseline", "int8", "dynamic_int8", "fp16", "sparse80", "pruned50", "lowrank", "student",
                            "pruned50_int8", "student_int8", "shared5", "sparse90", "sparse90_shared4"}
+    assert set(tf) == {"baseline", "int8", "dynamic_int8", "fp16", "sparse80", "lowrank", "student", "student_int8",
+                       "tflite_dynamic", "tflite_float16", "tflite_int8"}
+    _check_tensorflow(report, models, tf)
     base, int8 = models["baseline"], models["int8"]
     assert base["accuracy"] >= 0.95 and base["params"] > 1_000_000
     assert int8["file_bytes"] <= 0.35 * base["file_bytes"]
@@ -88,7 +93,7 @@ def test_default_recipe_end_to_end(roots):
     assert "| int8 | torch | quantize_static | baseline |" in md
     folder = roots.artifact_root / "digits/report"
     assert all((folder / f"{p}.png").read_bytes().startswith(b"\x89PNG") for p in ("accuracy_latency", "sizes", "speedup"))
-    assert (folder / "report.html").read_text().count("data:image/png;base64,") == 3
+    assert (folder / "report.html").read_text().count("data:image/png;base64,") == 4  # + frameworks.png
     # Every model on every runtime available here, with the full statistics; fp16 skipped on CPU with a reason.
     assert all({"p50_ms", "p90_ms", "p95_ms", "p99_ms", "mean_ms", "std_ms", "throughput", "load_s", "peak_host_mb"}
                <= set(b) for m in report["models"] for b in m["benchmarks"])
@@ -98,6 +103,31 @@ def test_default_recipe_end_to_end(roots):
     assert "| pruned50_int8 | torch | quantize_static | pruned50 |" in md
     assert "**sparse80** (prune_unstructured): storage only: no dense speedup" in md
     assert "trained alone" in md
+
+
+def _check_tensorflow(report, torch_models, tf):
+    """The TensorFlow half of the default recipe, and the comparison with PyTorch."""
+    base, tbase = torch_models["baseline"], tf["baseline"]
+    assert tbase["params"] == base["params"] and tbase["accuracy"] >= 0.95  # the same CNN, same gate
+    assert {(b["runtime"], b["batch_size"]) for b in tbase["benchmarks"]} == {
+        (rt, bs) for rt in ("onnxruntime", "tensorflow", "tflite") for bs in (1, 32)}
+    assert {b["runtime"] for b in tf["tflite_int8"]["benchmarks"]} == {"tflite"} and tf["tflite_int8"]["format"] == "tflite"
+    assert {b["runtime"] for b in tf["int8"]["benchmarks"]} == {"onnxruntime"}
+    assert {b["runtime"] for b in tf["sparse80"]["benchmarks"]} == {"onnxruntime", "tensorflow", "tflite"}
+    # each method's claim in Keras too
+    assert tf["int8"]["file_bytes"] <= 0.35 * tbase["file_bytes"]
+    assert tf["tflite_int8"]["file_bytes"] <= 0.35 * tbase["file_bytes"]
+    assert tf["tflite_dynamic"]["file_bytes"] <= 0.35 * tbase["file_bytes"]
+    assert tf["tflite_float16"]["file_bytes"] <= 0.55 * tbase["file_bytes"]
+    assert tf["sparse80"]["nonzero_params"] <= 0.25 * tbase["params"]
+    assert tf["lowrank"]["params"] <= 0.5 * tbase["params"] and tf["student"]["params"] <= 0.2 * tbase["params"]
+    assert tf["student"]["ablation"]["runtime"] == "tensorflow"
+    assert all(m["accuracy_drop"] <= 0.015 for m in tf.values())
+    # the comparison: every model built in both frameworks, side by side, from the measured entries
+    compared = {c["name"]: c for c in report["framework_comparison"]}
+    assert set(compared) == set(torch_models) & set(tf)
+    rows = {r["framework"]: r for r in compared["int8"]["rows"]}
+    assert rows["tensorflow"]["accuracy"] == tf["int8"]["accuracy"] and rows["torch"]["file_bytes"] == torch_models["int8"]["file_bytes"]
 
 
 def _npz_recipe(roots, tiny_recipe_dict):
