@@ -293,3 +293,12 @@ def predict_tflite(interpreter, X: np.ndarray, image_shape, batch_size: int = 25
         interpreter.invoke()
         results.append(interpreter.get_tensor(out["index"]).copy())
     return np.concatenate(results).astype(np.float32)
+
+
+def copy_keras(model):
+    """An independent copy of ``model`` (same architecture and weights, no shared variables)."""
+    import keras
+
+    clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    return clone
