@@ -5,7 +5,7 @@ TensorFlow training is not bit-reproducible: accuracies are checked against rang
 import numpy as np
 import pytest
 
-from compression_pipeline import keras_backend as K, zoo
+from compression_pipeline import keras_backend as K, onnx_tools, zoo
 from compression_pipeline.methods import Context, get_method
 
 SHAPE = (8, 8)
@@ -117,6 +117,10 @@ def test_low_rank_finetunes_a_factorized_model_and_refactorizes_it(trained, ctx,
     assert new_spec.linear_ranks == (8, 8) and len(info["finetune_history"]) == 2
     assert _test_accuracy(new, digits_splits) > 0.5
     _assert_rebuilds(new, new_spec, tmp_path, digits_splits["X_test"][:64])
+    K.export_onnx(new, tmp_path / "m.onnx")  # the factorized layers (a Dense without bias) export with parity
+    X = digits_splits["X_test"]
+    out = onnx_tools.predict(onnx_tools.session(tmp_path / "m.onnx", "cpu", 1), X, SHAPE)
+    assert np.abs(out - K.predict_keras(new, X, SHAPE)).max() < 1e-4
     # A factorized parent is factorized again from its product: rank 4 of the rank-8 fc1.
     again, again_spec, again_info = _apply("low_rank", new, new_spec, ctx, rank=4)
     assert again_spec.linear_ranks == (4, 8)
