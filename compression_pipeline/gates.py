@@ -36,8 +36,9 @@ def accuracy_drop(accuracy: float, reference: float, tolerance: Tolerance, runti
                  "runtime": runtime})
 
 
-def parity(max_abs_diff: float, atol: float, argmax_agreement: float) -> Gate:
+def parity(max_abs_diff: float, atol: float, argmax_agreement: float, runtime: str = "ONNX Runtime",
+           source: str = "source model") -> Gate:
     ok = max_abs_diff <= atol
-    return Gate("parity", ok, f"max |logit difference| ONNX Runtime vs source model {max_abs_diff:.2e} "
+    return Gate("parity", ok, f"max |logit difference| {runtime} vs {source} {max_abs_diff:.2e} "
                               f"{'<=' if ok else '>'} {atol:.1e}; argmax agreement {argmax_agreement:.4f}",
-                {"max_abs_diff": max_abs_diff, "atol": atol, "argmax_agreement": argmax_agreement})
+                {"max_abs_diff": max_abs_diff, "atol": atol, "argmax_agreement": argmax_agreement, "runtime": runtime})

@@ -97,6 +97,14 @@ def feed_layout(dims, image_shape) -> tuple[int, ...]:
     return (h, w, 1) if list(dims[1:]) == [h, w, 1] else (1, h, w)
 
 
+def input_layout(path: Path, image_shape) -> tuple[int, ...]:
+    """``feed_layout`` of an ONNX file's first input, read from the graph without loading its weights."""
+    import onnx
+
+    dims = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+    return feed_layout([d.dim_value or None for d in dims], image_shape)
+
+
 def predict(sess, X: np.ndarray, image_shape, batch_size: int = 256) -> np.ndarray:
     inp = sess.get_inputs()[0]
     layout = feed_layout(inp.shape, image_shape)

@@ -16,10 +16,21 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
 from compression_pipeline.errors import RecipeError
-from compression_pipeline.methods.registry import MethodConfig, get_method
+from compression_pipeline.methods.registry import MethodConfig, get_method, methods_for
 
-FRAMEWORKS = ("torch",)
-RUNTIMES = ("onnxruntime", "torch")
+FRAMEWORKS = ("torch", "tensorflow")
+Framework = Literal["torch", "tensorflow"]
+# PyTorch eager, a compiled tf.function, the LiteRT (TFLite) interpreter, ONNX Runtime: each model is measured on
+# every listed runtime that can run it (a PyTorch model on torch and onnxruntime; a Keras model on tensorflow,
+# tflite and onnxruntime; a TFLite variant on tflite; an ONNX variant on onnxruntime).
+RUNTIMES = ("onnxruntime", "torch", "tensorflow", "tflite")
+Runtime = Literal["onnxruntime", "torch", "tensorflow", "tflite"]
+
+
+def _unique(v: list) -> list:
+    if len(set(v)) != len(v):
+        raise ValueError(f"each entry may appear once, got {v}")
+    return v
 
 
 class Strict(BaseModel):
@@ -82,7 +93,10 @@ class Baseline(Strict):
     epochs: int = Field(8, ge=1)
     batch_size: int = Field(64, ge=1)
     lr: float = Field(1e-3, gt=0)
-    frameworks: list[Literal["torch"]] = Field(default_factory=lambda: ["torch"], min_length=1)
+    # The same architecture is built and trained in each framework, on the same splits.
+    frameworks: list[Framework] = Field(default_factory=lambda: ["torch"], min_length=1)
+
+    _unique_frameworks = field_validator("frameworks")(classmethod(lambda cls, v: _unique(v)))
 
 
 class Tolerance(Strict):
@@ -106,7 +120,7 @@ class Gates(Strict):
 
 
 class Benchmark(Strict):
-    runtimes: list[Literal["onnxruntime", "torch"]] = Field(default_factory=lambda: ["onnxruntime", "torch"])
+    runtimes: list[Runtime] = Field(default_factory=lambda: list(RUNTIMES), min_length=1)
     batch_sizes: list[int] = Field(default_factory=lambda: [1, 32], min_length=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int | None = Field(None, ge=1)  # None: one per core
@@ -114,6 +128,8 @@ class Benchmark(Strict):
     warmup_s: float = Field(1.0, ge=0)
     min_runs: int = Field(50, ge=1)
     min_time_s: float = Field(1.0, ge=0)
+
+    _unique_runtimes = field_validator("runtimes")(classmethod(lambda cls, v: _unique(v)))
 
     @field_validator("batch_sizes")
     @classmethod
@@ -128,7 +144,7 @@ class Select(Strict):
 
     objective: Literal["latency_p50", "latency_p90", "latency_p99", "throughput", "file_bytes", "accuracy"] = \
         "latency_p50"  # latency_*: lowest wins at (runtime, precision, batch_size); throughput/accuracy: highest
-    runtime: Literal["onnxruntime", "torch"] = "onnxruntime"
+    runtime: Runtime = "onnxruntime"
     precision: Literal["fp32", "fp16"] = "fp32"
     batch_size: int = Field(1, ge=1)
     max_file_bytes: int | None = Field(None, ge=1)  # a size limit on the deployable file
@@ -141,6 +157,11 @@ class Variant(Strict):
     method: str
     config: SerializeAsAny[MethodConfig]
     max_accuracy_drop: Tolerance | None = None  # overrides the recipe's gate for this variant
+    # The frameworks this variant is built in (default: all of its parent's). A method one framework lacks
+    # (e.g. share_weights in TensorFlow) is limited to the others here.
+    frameworks: list[Framework] | None = Field(None, min_length=1)
+
+    _unique_frameworks = field_validator("frameworks")(classmethod(lambda cls, v: v if v is None else _unique(v)))
 
 
 class Recipe(Strict):
@@ -162,6 +183,14 @@ class Recipe(Strict):
         while out[-1] != "baseline":
             out.append(self.variants[out[-1]].parent)
         return out[::-1]
+
+    def frameworks_of(self, name: str) -> list[str]:
+        """The frameworks a model exists in: the baseline's, narrowed by each variant's ``frameworks`` on its chain."""
+        if name == "baseline":
+            return list(self.baseline.frameworks)
+        v = self.variants[name]
+        parent = self.frameworks_of(v.parent)
+        return [f for f in parent if v.frameworks is None or f in v.frameworks]
 
     def form(self, name: str, framework: str) -> str:
         if name == "baseline":
@@ -211,6 +240,9 @@ def _raise_from(path, err: ValidationError, prefix=()):
     raise RecipeError(path, loc, f"{msg}{shown}{allowed}") from None
 
 
+VARIANT_KEYS = ("from", "method", "max_accuracy_drop", "frameworks")  # the rest of a variant is its method's config
+
+
 def parse_recipe(data: Any, path: str | Path = "<recipe>") -> Recipe:
     if not isinstance(data, dict):
         raise RecipeError(path, "(top level)", f"a recipe is a mapping of fields, got {type(data).__name__}")
@@ -234,13 +266,13 @@ def parse_recipe(data: Any, path: str | Path = "<recipe>") -> Recipe:
             method = get_method(spec["method"])
         except KeyError as e:
             raise RecipeError(path, f"{where}.method", e.args[0]) from None
-        params = {k: v for k, v in spec.items() if k not in ("from", "method", "max_accuracy_drop")}
+        params = {k: v for k, v in spec.items() if k not in VARIANT_KEYS}
         try:
             config = method.config.model_validate(params)
         except ValidationError as err:
             _raise_from(path, err, ("variants", vname))
         variants[vname] = {"from": spec["from"], "method": spec["method"], "config": config,
-                           **({"max_accuracy_drop": spec["max_accuracy_drop"]} if "max_accuracy_drop" in spec else {})}
+                           **{k: spec[k] for k in VARIANT_KEYS[2:] if k in spec}}
     try:
         recipe = Recipe.model_validate({**data, "variants": variants, "source_path": str(path)})
     except ValidationError as err:
@@ -274,14 +306,22 @@ def _check_graph(recipe: Recipe, path) -> None:
             seen.add(cur)
             cur = recipe.variants[cur].parent
     for vname, v in recipe.variants.items():
+        parent_fws = recipe.frameworks_of(v.parent)
+        if v.frameworks is not None and not set(v.frameworks) <= set(parent_fws):
+            raise RecipeError(path, f"variants.{vname}.frameworks",
+                              f"{sorted(set(v.frameworks) - set(parent_fws))} not among the frameworks of parent "
+                              f"{v.parent!r}; allowed: {parent_fws}")
         method = get_method(v.method)
-        for fw in recipe.baseline.frameworks:
+        for fw in recipe.frameworks_of(vname):
             parent_form = recipe.form(v.parent, fw)
             if not method.accepts(parent_form):
+                others = [f for f in recipe.frameworks_of(vname) if f != fw]
+                limit = f"; or build this variant in the others only: 'frameworks: [{', '.join(others)}]'" if others else ""
                 raise RecipeError(
                     path, f"variants.{vname}.method",
                     f"{v.method!r} works on {sorted(method.impls)} models, but parent {v.parent!r} is a "
-                    f"{parent_form} model for framework {fw!r}; pick a parent that is not yet in ONNX form",
+                    f"{parent_form} model for framework {fw!r}; methods for {parent_form} models: "
+                    f"{methods_for(parent_form)}{limit}",
                 )
 
 

@@ -6,6 +6,17 @@ name, failed_gates with name and description); each model has ``name``,
 ``framework``, ``method``, ``parent``, ``accuracy``, ``accuracy_drop``, ``params``, ``file_bytes`` and
 ``benchmarks`` (each with ``runtime``, ``provider``, ``device``, ``batch_size``, ``p50_ms``, ``p90_ms``,
 ``p99_ms``, ``throughput``). Fields are only ever added, never renamed.
+
+Added with the TensorFlow backend: each model's ``framework`` is ``torch`` or ``tensorflow`` and its ``format``
+the deployable's (``onnx`` or ``tflite``); a benchmark's ``runtime`` is ``onnxruntime``, ``torch``,
+``tensorflow`` or ``tflite``. ``framework_comparison``: per model name built in more than one framework,
+``name``, ``frameworks``, ``rows`` (per model entry: ``framework``, ``format``, ``accuracy``,
+``accuracy_runtime``, ``accuracy_drop``, ``params``, ``file_bytes``, ``p50_ms``: a list of {``runtime``,
+``precision``, ``batch_size``, ``p50_ms``}) and ``onnxruntime_p50_ratio_tensorflow_over_torch`` (a list of
+{``precision``, ``batch_size``, ``torch_p50_ms``, ``tensorflow_p50_ms``, ``ratio``}). ``runtime_comparison``:
+per benchmarked model, ``name``, ``framework``, ``format`` and ``cells`` ({``runtime``, ``precision``,
+``batch_size``, ``p50_ms``, ``onnxruntime_p50_ms``, ``vs_onnxruntime`` = p50 / ONNX Runtime p50, or null}).
+See ``report_compare``.
 """
 
 from __future__ import annotations
@@ -20,7 +31,9 @@ BENCH_FIELDS = ("runtime", "provider", "device", "batch_size", "threads", "p50_m
                 "mean_ms", "std_ms", "runs", "throughput", "load_s", "peak_host_mb", "peak_device_mb",
                 # added with the GPU-ready harness:
                 "precision", "io_binding", "fallback", "first_call_ms", "warmup_runs", "warmup_s", "measured_s",
-                "h2d_ms", "peak_host_delta_mb", "peak_host_scope", "peak_device_scope", "max_abs_diff_vs_fp32")
+                "h2d_ms", "peak_host_delta_mb", "peak_host_scope", "peak_device_scope", "max_abs_diff_vs_fp32",
+                # added with the TensorFlow runtimes (benchmark_tf):
+                "xla", "threads_source", "delegated_nodes")
 
 
 def build(recipe: Recipe, models: list[tuple[Handle, Handle]], rejected: list[dict] = ()) -> dict:
@@ -31,7 +44,8 @@ def build(recipe: Recipe, models: list[tuple[Handle, Handle]], rejected: list[di
     for deployable, bench in models:
         i = deployable.info
         entry = {
-            "name": i["name"], "framework": i["framework"], "method": i.get("method"), "parent": i.get("parent"),
+            "name": i["name"], "framework": i["framework"], "format": _format(deployable),
+            "method": i.get("method"), "parent": i.get("parent"),
             "chain": recipe.chain(i["name"]), "config": i.get("config", {}),
             "accuracy": i["accuracy"], "accuracy_runtime": i["accuracy_runtime"],
             "baseline_accuracy": i["baseline_accuracy"],
@@ -50,10 +64,20 @@ def build(recipe: Recipe, models: list[tuple[Handle, Handle]], rejected: list[di
         }
         entries.append(entry)
     _add_ratios(entries)
+    from compression_pipeline import report_compare
+
     env = models[0][1].info["environment"] if models else {}
     return {"family": recipe.name, "recipe": recipe.source_path, "generated_at": dt.datetime.now(dt.UTC).isoformat(),
             "environment": env, "gates": recipe.gates.model_dump(), "dataset": recipe.dataset.model_dump(mode="json"),
-            "select": recipe.select.model_dump(mode="json"), "models": entries, "rejected": list(rejected)}
+            "select": recipe.select.model_dump(mode="json"), "models": entries, "rejected": list(rejected),
+            "framework_comparison": report_compare.framework_comparison(entries),
+            "runtime_comparison": report_compare.runtime_comparison(entries)}
+
+
+def _format(deployable: Handle) -> str:
+    """The deployable's format: the handle's own word, else its artifact's, else ONNX (older handles)."""
+    fmt = deployable.info.get("format") or (deployable.artifact.format if deployable.artifact else None)
+    return fmt or "onnx"
 
 
 def _ablation(ablation: dict | None) -> dict | None:
@@ -63,17 +87,26 @@ def _ablation(ablation: dict | None) -> dict | None:
 
 def _add_ratios(entries: list[dict]) -> None:
     """Speedup and size ratios against the same framework's fp32 baseline, on the same runtime and batch size
-    (an fp16 cell's speedup is therefore precision and compression together)."""
-    base = {e["framework"]: e for e in entries if e["name"] == "baseline"}
+    (an fp16 cell's speedup is therefore precision and compression together). A .tflite variant's speedup on
+    the tflite runtime is thus against the TensorFlow baseline's tflite cell. Where a framework's baseline has
+    an entry per deployable format, the one of the model's own format is the reference (size, and the cells
+    both have), the others fill in the cells it lacks."""
+    bases = [e for e in entries if e["name"] == "baseline"]
     for e in entries:
-        b = base.get(e["framework"])
-        if not b:
+        fmt = e.get("format", "onnx")
+        same = sorted((b for b in bases if b["framework"] == e["framework"]),
+                      key=lambda b: b.get("format", "onnx") != fmt)
+        if not same:
             continue
+        b = same[0]
         e["size_ratio"] = e["file_bytes"] / b["file_bytes"]
         e["params_ratio"] = e["params"] / b["params"]
         if e.get("macs") and b.get("macs"):
             e["macs_ratio"] = e["macs"] / b["macs"]
-        ref = {(r["runtime"], r["batch_size"]): r["p50_ms"] for r in b["benchmarks"] if precision(r) == "fp32"}
+        ref = {}
+        for other in reversed(same):  # the model's own format last, so its cells win
+            ref.update({(r["runtime"], r["batch_size"]): r["p50_ms"] for r in other["benchmarks"]
+                        if precision(r) == "fp32"})
         for r in e["benchmarks"]:
             key = (r["runtime"], r["batch_size"])
             if key in ref:
@@ -121,6 +154,9 @@ def markdown(report: dict) -> str:
                       for s in m.get("benchmarks_skipped", [])})
     if skipped:
         lines += ["", "Not measured here: " + "; ".join(skipped) + "."]
+    from compression_pipeline import report_compare
+
+    lines += report_compare.markdown_sections(report)
     if report.get("rejected"):
         lines += ["", "## Rejected candidates", "",
                   "The newest materialization of each asset below failed a gate: it is not in the table above (which "

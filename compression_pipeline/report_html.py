@@ -1,12 +1,16 @@
 """report.html: the family report as plots a person would rather look at than read.
 
-Three figures, each written as a PNG next to report.html and embedded in it (base64), so the HTML is one
-self-contained file that can be mailed or attached:
+Three figures (four with two frameworks), each written as a PNG next to report.html and embedded in it
+(base64), so the HTML is one self-contained file that can be mailed or attached:
 
 - ``accuracy_latency.png``: accuracy vs p50 latency, one panel per runtime (and precision) at one batch size,
   with the Pareto front (no other model is both faster and at least as accurate) marked;
 - ``sizes.png``: deployable file size and gzip size per model;
-- ``speedup.png``: speedup vs the fp32 baseline on the same runtime, one panel per runtime, one bar per batch size.
+- ``speedup.png``: speedup vs the fp32 baseline on the same runtime, one panel per runtime, one bar per batch size;
+- ``frameworks.png`` (only when the baseline is built in more than one framework): the baseline's p50 on each
+  runtime, one bar per framework, one panel per batch size.
+
+The framework comparison and the runtime comparison (``report_compare``) are shown as tables.
 
 matplotlib is used through ``Figure`` objects with the Agg canvas: no pyplot, no global backend, no display.
 """
@@ -20,7 +24,7 @@ import io
 from compression_pipeline.artifacts import ArtifactStore
 from compression_pipeline.report import cell, cell_label, markdown
 
-PLOTS = ("accuracy_latency", "sizes", "speedup")
+PLOTS = ("accuracy_latency", "sizes", "speedup")  # always drawn; "frameworks" too when there is a comparison
 FRONT, OTHER, BASE = "#d62728", "#7f7f7f", "#1f77b4"
 
 
@@ -164,9 +168,67 @@ def speedup(report: dict) -> bytes:
     return _png(fig)
 
 
+def _compared_baselines(report: dict) -> list[dict]:
+    """The baseline's rows of the framework comparison (one per framework and format), or none."""
+    return next((v["rows"] for v in report.get("framework_comparison") or [] if v["name"] == "baseline"), [])
+
+
+def frameworks(report: dict) -> bytes:
+    """p50 of the baseline per runtime, one bar per framework (and format), one panel per batch size."""
+    from compression_pipeline.report_compare import NATIVE
+
+    rows = _compared_baselines(report)
+    # Each framework's own runtime shares one group (as in report.md's table), so the bars stand side by side.
+    rows = [{**r, "p50_ms": [{**c, "runtime": NATIVE if c["runtime"] == r["framework"] else c["runtime"]}
+                             for c in r["p50_ms"]]} for r in rows]
+    labels = [r["framework"] + ("" if r["format"] == "onnx" else f" ({r['format']})") for r in rows]
+    batches = sorted({c["batch_size"] for r in rows for c in r["p50_ms"]})
+    fig = _figure(max(4.0, 3.2 * len(batches) + 1.5), 4.0)
+    axes = fig.subplots(1, max(len(batches), 1), squeeze=False)[0]
+    for ax, bs in zip(axes, batches):
+        groups = sorted({(c["runtime"], c["precision"]) for r in rows for c in r["p50_ms"]
+                         if c["batch_size"] == bs}, key=lambda g: (g[0], g[1] != "fp32", g[1]))
+        width = 0.8 / max(len(rows), 1)
+        for k, (r, label) in enumerate(zip(rows, labels)):
+            p50 = {(c["runtime"], c["precision"]): c["p50_ms"] for c in r["p50_ms"] if c["batch_size"] == bs}
+            xs = [i - 0.4 + width * (k + 0.5) for i, g in enumerate(groups) if g in p50]
+            bars = ax.bar(xs, [p50[g] for g in groups if g in p50], width=width, label=label)
+            ax.bar_label(bars, fmt="%.3g", fontsize=7, padding=2)
+        names = [(f"{rt}\n(eager / tf.function)" if rt == NATIVE else rt) + ("" if prec == "fp32" else f" {prec}")
+                 for rt, prec in groups]
+        ax.set_xticks(range(len(groups)), names, fontsize=8)
+        ax.set_ylim(0, ax.get_ylim()[1] * 1.12)  # room for the labels above the bars
+        ax.set_ylabel("p50 latency (ms, lower is better)")
+        ax.set_title(f"batch {bs}")
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{report['family']}: the baseline per framework on each runtime")
+    return _png(fig)
+
+
 def render(report: dict) -> dict[str, bytes]:
-    """The PNG bytes of every plot, by name."""
-    return {"accuracy_latency": accuracy_latency(report), "sizes": sizes(report), "speedup": speedup(report)}
+    """The PNG bytes of every plot, by name (``frameworks`` only when the baseline exists in two frameworks)."""
+    images = {"accuracy_latency": accuracy_latency(report), "sizes": sizes(report), "speedup": speedup(report)}
+    if _compared_baselines(report):
+        images["frameworks"] = frameworks(report)
+    return images
+
+
+def _comparison_html(report: dict, img: dict[str, str]) -> list[str]:
+    """The "Framework comparison" and "Runtimes" sections: report.md's tables, plus the baseline plot."""
+    from compression_pipeline import report_compare
+
+    parts = []
+    fw = report_compare.framework_table(report)
+    if fw:
+        parts += ["<h2>Framework comparison</h2>",
+                  f"<p class='note'>{html.escape(report_compare.FRAMEWORK_NOTE)}</p>", _md_lines_html(fw),
+                  img.get("frameworks", "")]
+    rt = report_compare.runtime_table(report)
+    if rt:
+        parts += ["<h2>Runtimes</h2>", f"<p class='note'>{html.escape(report_compare.RUNTIME_NOTE)}</p>",
+                  _md_lines_html(rt)]
+    return parts
 
 
 def _table(report: dict) -> str:
@@ -189,8 +251,18 @@ def _table(report: dict) -> str:
 
 
 def _md_table_html(report: dict) -> str:
-    """The summary table of report.md as an HTML table (same numbers, one row per model)."""
-    lines = [ln for ln in markdown(report).splitlines() if ln.startswith("|")]
+    """The summary table of report.md (its first table) as an HTML table (same numbers, one row per model)."""
+    lines = []
+    for ln in markdown(report).splitlines():
+        if ln.startswith("|"):
+            lines.append(ln)
+        elif lines:  # the first table ended; the comparison tables below it have sections of their own
+            break
+    return _md_lines_html(lines)
+
+
+def _md_lines_html(lines: list[str]) -> str:
+    """Markdown table lines (head, rule, rows) as an HTML table."""
     if len(lines) < 2:
         return ""
     cells = [[c.strip() for c in ln.strip("|").split("|")] for ln in lines]
@@ -224,6 +296,7 @@ def html_page(report: dict, images: dict[str, bytes]) -> str:
         "<h2>Accuracy vs latency</h2><p class='note'>Red points form the Pareto front: no other model is both "
         "faster and at least as accurate. The outlined point is the baseline.</p>", img.get("accuracy_latency", ""),
         "<h2>Summary</h2>", _md_table_html(report),
+        *_comparison_html(report, img),
         "<h2>Speedup vs baseline per runtime</h2>", img.get("speedup", ""),
         "<h2>Size per model</h2>", img.get("sizes", ""),
         "<h2>Every benchmark cell</h2><p class='note'>Times in ms. Peak host memory is the process's peak resident "

@@ -118,15 +118,20 @@ def _compact(recipe, store, name, module, spec, bits: int | None) -> dict:
 
     state = {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}
     if bits is None:
-        from compression_pipeline import compact
-
-        return {"compact_bytes": len(compact.encode(state, {}))}
+        return {"compact_bytes": _compact_bytes(state)}
     blob = share.compact_bytes(module, spec, bits)
     rebuilt, _ = share.load_compact(blob)
     if any(not np.array_equal(v, rebuilt.state_dict()[k].numpy()) for k, v in state.items()):
         raise RuntimeError(f"{name}: the compact format did not rebuild the weights exactly")
     art = store.write_bytes(f"{recipe.name}/torch_{name}_compact", blob, "cpz", "compact", "torch")
     return {"compact_bytes": len(blob), "compact_artifact": art.path}
+
+
+def _compact_bytes(state: dict[str, np.ndarray]) -> int:
+    """Size of a model's weights in the compact format (any framework's weights, as arrays by name)."""
+    from compression_pipeline import compact
+
+    return len(compact.encode(state, {}))
 
 
 def _save_torch(recipe, store, name, module, spec, acc, baseline_acc, extra) -> Handle:
@@ -138,7 +143,7 @@ def _save_torch(recipe, store, name, module, spec, acc, baseline_acc, extra) -> 
     extra = {**extra, **_compact(recipe, store, name, module, spec, extra.get("shared_bits"))}
     info = {"name": name, "framework": "torch", "form": "torch", "spec": spec.model_dump(mode="json"),
             "accuracy": acc, "accuracy_runtime": "torch", "baseline_accuracy": baseline_acc, "params": params,
-            "nonzero_params": nonzero, "macs": zoo.count_macs(module, spec), "file_bytes": slot.artifact.bytes,
+            "nonzero_params": nonzero, "macs": zoo.count_macs(spec), "file_bytes": slot.artifact.bytes,
             "gzip_bytes": gzip_bytes(store.path(slot.artifact)), "seed": recipe.dataset.seed,
             "versions": environment.versions(), **extra}
     info.update(_drops(info))
@@ -207,11 +212,16 @@ def onnx_variant(recipe: Recipe, store: ArtifactStore, name: str, framework: str
 
     variant = recipe.variants[name]
     impl = get_method(variant.method).impls["onnx"]
+    from compression_pipeline import onnx_tools
+
     parts = _splits(store, splits_h)
-    calib = data.as_images(parts["X_train"], recipe.dataset.image_shape)
+    source = store.path(parent.artifact, verify=True)
+    # Calibration samples in the layout the graph takes: NCHW for PyTorch exports, NHWC for Keras exports.
+    layout = onnx_tools.input_layout(source, recipe.dataset.image_shape)
+    calib = data.as_images(parts["X_train"], recipe.dataset.image_shape).reshape(-1, *layout)
     t0 = time.perf_counter()
     with store.writing(f"{recipe.name}/{framework}_{name}", "onnx", "onnx", framework) as slot:
-        method_info = impl(store.path(parent.artifact, verify=True), slot.path, variant.config, calib)
+        method_info = impl(source, slot.path, variant.config, calib)
     compress_s = time.perf_counter() - t0
     facts, _ = _onnx_facts(store, slot.artifact, parts, recipe.dataset.image_shape, _device(recipe), threads)
     # The graph computes what the parent's does (int8 or float16 instead of float32): MACs are the parent's.
@@ -225,28 +235,39 @@ def onnx_variant(recipe: Recipe, store: ArtifactStore, name: str, framework: str
 
 
 # --- benchmarks -------------------------------------------------------------------------------------------------
-def benchmark(recipe: Recipe, store: ArtifactStore, deployable: Handle, torch_model: Handle | None = None) -> Handle:
+def benchmark(recipe: Recipe, store: ArtifactStore, deployable: Handle, model: Handle | None = None,
+              tflite: Handle | None = None) -> Handle:
+    """The model on every listed runtime that can run it, with one protocol: ``deployable`` (its ONNX file, or the
+    TFLite file of a TFLite variant) on ONNX Runtime or LiteRT; ``model`` (the framework-native model, if any) on
+    PyTorch eager or a compiled tf.function; ``tflite`` (a Keras model's TFLite export) on LiteRT."""
     from compression_pipeline import benchmark as B, environment
 
     bm = recipe.benchmark
     protocol = B.Protocol(bm.warmup_runs, bm.warmup_s, bm.min_runs, bm.min_time_s)
-    in_shape = (1, *recipe.dataset.image_shape)
+    h, w = recipe.dataset.image_shape
     rows, skipped = [], []  # skipped: cells not run here (e.g. fp16 on CPU), each with its reason
-    if "onnxruntime" in bm.runtimes:
-        rows += B.bench_onnx(store.path(deployable.artifact, verify=True), in_shape, bm.batch_sizes, bm.device,
-                             bm.threads, protocol, skipped=skipped)
-    if "torch" in bm.runtimes and torch_model is not None:
-        import torch  # noqa: F401  (imported before the clock starts: a process cost, not the model's load time)
+    fmt = deployable.artifact.format
+    runners = {}
+    if fmt == "onnx":
+        runners["onnxruntime"] = lambda: _bench_onnx(store, deployable, recipe, protocol, skipped)
+    tflite_file = deployable if fmt == "tflite" else tflite
+    if tflite_file is not None:
+        from compression_pipeline import benchmark_tf as BT
 
-        from compression_pipeline import zoo
-
-        t0 = time.perf_counter()
-        module, _ = zoo.load_torch(store.path(torch_model.artifact, verify=True))
-        rows += B.bench_torch(module, in_shape, bm.batch_sizes, bm.device, bm.threads, protocol,
-                              load_s=time.perf_counter() - t0, skipped=skipped)
-    elif "torch" in bm.runtimes:
-        skipped.append({"runtime": "torch", "precision": "fp32",
-                        "reason": f"no PyTorch model: this model is in {deployable.info.get('form', 'onnx')} form"})
+        runners["tflite"] = lambda: BT.bench_tflite(store.path(tflite_file.artifact, verify=True), (h, w, 1),
+                                                    bm.batch_sizes, bm.threads, protocol, skipped=skipped)
+    native = model.info["framework"] if model is not None else None
+    if native == "torch":
+        runners["torch"] = lambda: _bench_torch(store, model, recipe, protocol, skipped)
+    if native == "tensorflow":
+        runners["tensorflow"] = lambda: _bench_tensorflow(store, model, recipe, protocol, skipped)
+    for runtime in bm.runtimes:
+        if runtime in runners:
+            rows += runners[runtime]()
+        else:
+            skipped.append({"runtime": runtime, "precision": "fp32",
+                            "reason": f"{runtime} cannot run this model: a {deployable.info['framework']} model in "
+                                      f"{deployable.info.get('form', fmt)} form"})
     name, fw = deployable.info["name"], deployable.info["framework"]
     env = environment.capture(bm.threads)
     body = {"model": name, "framework": fw, "protocol": bm.model_dump(), "environment": env, "results": rows,
@@ -255,6 +276,38 @@ def benchmark(recipe: Recipe, store: ArtifactStore, deployable: Handle, torch_mo
     summary = [{k: v for k, v in r.items() if k != "samples_ms"} for r in rows]
     return Handle(artifact=art, info={"name": name, "framework": fw, "results": summary, "environment": env,
                                       "skipped": skipped})
+
+
+def _bench_onnx(store, deployable, recipe, protocol, skipped) -> list[dict]:
+    from compression_pipeline import benchmark as B, onnx_tools
+
+    bm, path = recipe.benchmark, store.path(deployable.artifact, verify=True)
+    layout = onnx_tools.input_layout(path, recipe.dataset.image_shape)  # NCHW (PyTorch) or NHWC (Keras) exports
+    return B.bench_onnx(path, layout, bm.batch_sizes, bm.device, bm.threads, protocol, skipped=skipped)
+
+
+def _bench_torch(store, model, recipe, protocol, skipped) -> list[dict]:
+    import torch  # noqa: F401  (imported before the clock starts: a process cost, not the model's load time)
+
+    from compression_pipeline import benchmark as B, zoo
+
+    bm = recipe.benchmark
+    t0 = time.perf_counter()
+    module, _ = zoo.load_torch(store.path(model.artifact, verify=True))
+    return B.bench_torch(module, (1, *recipe.dataset.image_shape), bm.batch_sizes, bm.device, bm.threads, protocol,
+                         load_s=time.perf_counter() - t0, skipped=skipped)
+
+
+def _bench_tensorflow(store, model, recipe, protocol, skipped) -> list[dict]:
+    import tensorflow  # noqa: F401  (as above: a process cost)
+
+    from compression_pipeline import benchmark_tf as BT, keras_backend as K
+
+    bm = recipe.benchmark
+    t0 = time.perf_counter()
+    keras_model = K.load_keras(store.path(model.artifact, verify=True))
+    return BT.bench_tensorflow(keras_model, (*recipe.dataset.image_shape, 1), bm.batch_sizes, bm.device, bm.threads,
+                               protocol, load_s=time.perf_counter() - t0, skipped=skipped)
 
 
 def _json(obj) -> str:
@@ -287,6 +340,7 @@ def deployment_candidate(recipe: Recipe, store: ArtifactStore, report_h: Handle,
 
     from compression_pipeline import model_card, select as S
     from compression_pipeline.artifacts import Artifact
+    from compression_pipeline.settings import resolve_inside
 
     rep = json.loads(store.path(report_h.artifact, verify=True).read_text())
     decision = S.select(rep, recipe.select)
@@ -303,15 +357,18 @@ def deployment_candidate(recipe: Recipe, store: ArtifactStore, report_h: Handle,
         return _gated(Handle(artifact=previous.artifact if previous else None,
                              info={**info, "candidate": None, "kept_previous": prev}), [gate])
     m = next(x for x in rep["models"] if S.model_key(x) == decision.chosen)
-    source = store.path(Artifact(path=m["artifact"], format="onnx", sha256=m["sha256"], bytes=m["file_bytes"]),
+    fmt = m.get("format", "onnx")  # an ONNX file, or a TFLite one for a TFLite variant
+    source = store.path(Artifact(path=m["artifact"], format=fmt, sha256=m["sha256"], bytes=m["file_bytes"]),
                         verify=True)
     data = source.read_bytes()
-    art = store.write_bytes(folder, data, "onnx", "onnx", m["framework"])
+    art = store.write_bytes(folder, data, fmt, fmt, m["framework"])
     splits_facts = {"rows": splits_h.info.get("rows"), "sha256": splits_h.artifact.sha256 if splits_h.artifact else None}
     card = model_card.render(rep, decision, splits_facts, art.model_dump())
     card_art = store.write_bytes(f"{folder}/cards", card.encode(), "md", "md")
     # Stable names for deployment tooling and people; each written atomically, only when a model was chosen.
-    current = {"model": store.write_bytes_named(f"{folder}/current/model.onnx", data),
+    for stale in ({"onnx", "tflite"} - {fmt}):  # the current folder holds one model: the chosen one
+        resolve_inside(store.root, f"{folder}/current/model.{stale}").unlink(missing_ok=True)
+    current = {"model": store.write_bytes_named(f"{folder}/current/model.{fmt}", data),
                "model_card": store.write_text_named(f"{folder}/current/model_card.md", card),
                "decision": store.write_text_named(f"{folder}/current/decision.json", _json(decision.to_dict()))}
     row = S.cell_row(m, recipe.select)

@@ -109,16 +109,6 @@ def dense_linear(layer):
     return layer.weight.detach(), layer.bias
 
 
-def count_macs(module, spec: CNNSpec) -> int:
-    """Multiply-accumulates of one sample's forward pass, counted by torch-pruning's op counter."""
-    import torch
-    import torch_pruning as tp
-
-    example = torch.zeros((1, *spec.in_shape))
-    macs, _ = tp.utils.count_ops_and_params(module.eval(), example)
-    return int(macs)
-
-
 def save_torch(module, spec: CNNSpec, path: Path) -> None:
     """Weights as safetensors with the spec in the file's metadata: one file, no pickle."""
     from safetensors.torch import save_file
@@ -155,3 +145,15 @@ def count_params(module) -> tuple[int, int]:
         total += p.numel()
         nonzero += int((p != 0).sum())
     return total, nonzero
+
+
+def count_macs(spec: CNNSpec) -> int:
+    """Multiply-accumulates of one sample's forward pass, from the spec alone, so PyTorch and Keras models count
+    alike (weight MACs; bias adds and activations are not counted): 3x3 'same' convolutions at full
+    resolution (conv1, conv2) and after the 2x2 pool (conv3), then the (possibly factorized) dense layers."""
+    cin, h, w = spec.in_shape
+    c0, c1, c2 = spec.channels
+    macs = h * w * 9 * (cin * c0 + c0 * c1) + (h // 2) * (w // 2) * 9 * c1 * c2
+    for (n_in, n_out), rank in zip(spec.linear_shapes(), spec.linear_ranks):
+        macs += n_in * n_out if rank is None else rank * (n_in + n_out)
+    return int(macs)

@@ -30,6 +30,12 @@ def _load_error(tmp_path, recipe: dict) -> RecipeError:
     return exc.value
 
 
+def _load(tmp_path, recipe: dict):
+    path = tmp_path / "family.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return load_recipe(path)
+
+
 def _with_dataset(**dataset):
     r = copy.deepcopy(TINY)
     r["dataset"] = {"source": "npz", **dataset}
@@ -68,7 +74,11 @@ def test_a_nested_relative_dataset_path_is_fine(tmp_path):
                                     c={"from": "a", "method": "quantize_dynamic"}), "variants.a.from", ["cycle"]),
     (lambda r: r["variants"]["int8"].update(max_accuracy_drop={"value": -1}), "variants.int8.max_accuracy_drop.value",
      ["greater than or equal to 0"]),
-    (lambda r: r["baseline"].update(frameworks=["tensorflow"]), "baseline.frameworks.0", ["'tensorflow'", "'torch'"]),
+    (lambda r: r["baseline"].update(frameworks=["jax"]), "baseline.frameworks.0", ["'jax'", "'torch'", "'tensorflow'"]),
+    (lambda r: r["baseline"].update(frameworks=["torch", "torch"]), "baseline.frameworks", ["once"]),
+    (lambda r: r["variants"]["int8"].update(frameworks=["tensorflow"]), "variants.int8.frameworks",
+     ["['tensorflow'] not among the frameworks of parent 'baseline'", "['torch']"]),
+    (lambda r: r["benchmark"].update(runtimes=["onnx"]), "benchmark.runtimes.0", ["'onnx'", "'tflite'"]),
     (lambda r: r["baseline"].update(arch="resnet"), "baseline.arch", ["'resnet'", "'cnn'"]),
     (lambda r: r["dataset"].update(classes=[1, 2, 3]), "dataset.classes", ["output indices 0..2"]),
     (lambda r: r["dataset"].update(image_shape=[1, 64]), "dataset.image_shape.0", ["greater than or equal to 2"]),
@@ -100,6 +110,23 @@ def test_a_method_the_parent_form_cannot_take_is_refused_listing_what_it_works_o
     err = _load_error(tmp_path, r)
     assert err.location == "variants.int8_then_pruned.method"
     assert "'torch_only' works on ['torch'] models" in str(err) and "parent 'int8' is a onnx model" in str(err)
+    assert "methods for onnx models: ['fp16', 'quantize_dynamic', 'quantize_static']" in str(err)
+
+
+def test_a_method_one_framework_lacks_is_refused_listing_that_frameworks_methods(tmp_path, torch_only_method):
+    r = copy.deepcopy(TINY)
+    r["baseline"]["frameworks"] = ["torch", "tensorflow"]
+    r["variants"]["pruned"] = {"from": "baseline", "method": torch_only_method}
+    err = _load_error(tmp_path, r)
+    assert err.location == "variants.pruned.method"
+    assert "parent 'baseline' is a tensorflow model for framework 'tensorflow'" in str(err)
+    assert "methods for tensorflow models: [" in str(err) and "'quantize_static'" in str(err)
+    assert "'frameworks: [torch]'" in str(err)
+    # Limited to the framework that has it, the variant loads; its subtree follows.
+    r["variants"]["pruned"]["frameworks"] = ["torch"]
+    r["variants"]["pruned_int8"] = {"from": "pruned", "method": "quantize_static"}
+    recipe = _load(tmp_path, r)
+    assert recipe.frameworks_of("pruned_int8") == ["torch"] and recipe.frameworks_of("int8") == ["torch", "tensorflow"]
 
 
 def test_definitions_validate_shows_file_variant_field_and_value(tmp_path):
@@ -124,3 +151,17 @@ def test_definitions_validate_shows_file_variant_field_and_value(tmp_path):
         from compression_pipeline.settings import Settings
 
         build_definitions(Settings(recipes, tmp_path / "data", tmp_path / "artifacts"))
+
+
+def test_tflite_quantization_needs_a_keras_parent(tmp_path):
+    r = copy.deepcopy(TINY)
+    r["variants"]["tfl"] = {"from": "baseline", "method": "tflite_quantize", "mode": "int8"}
+    err = _load_error(tmp_path, r)
+    assert err.location == "variants.tfl.method"
+    assert "'tflite_quantize' works on ['tensorflow'] models" in str(err) and "methods for torch models: [" in str(err)
+    # On a Keras parent it produces a TFLite model, which no further method takes (not even ONNX ones).
+    r["baseline"]["frameworks"] = ["tensorflow"]
+    assert _load(tmp_path, r).form("tfl", "tensorflow") == "tflite"
+    r["variants"]["tfl_int8"] = {"from": "tfl", "method": "quantize_static"}
+    err = _load_error(tmp_path, r)
+    assert err.location == "variants.tfl_int8.method" and "methods for tflite models: []" in str(err)

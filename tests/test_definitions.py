@@ -12,6 +12,13 @@ ONNX_VARIANTS = ("int8", "dynamic_int8", "fp16", "pruned50_int8", "student_int8"
 # PyTorch models, each with its own export
 TORCH_VARIANTS = ("sparse80", "pruned50", "lowrank", "student", "shared5", "sparse90", "sparse90_shared4")
 MODELS = ("baseline", *TORCH_VARIANTS, *ONNX_VARIANTS)
+# The TensorFlow side: Keras models (each exported to ONNX and TFLite), ONNX variants of their exports, and TFLite
+# post-training-quantized variants; PyTorch-only methods (channel pruning, weight sharing) are not built here.
+KERAS_VARIANTS = ("sparse80", "lowrank", "student")
+TF_ONNX_VARIANTS = ("int8", "dynamic_int8", "fp16", "student_int8")
+TFLITE_VARIANTS = ("tflite_dynamic", "tflite_float16", "tflite_int8")
+TF_MODELS = ("baseline", *KERAS_VARIANTS, *TF_ONNX_VARIANTS, *TFLITE_VARIANTS)
+KERAS = ("baseline", *KERAS_VARIANTS)
 
 EXPECTED_ASSETS = {
     "digits/raw_dataset": "data", "digits/splits": "data", "digits/report": "reports",
@@ -19,11 +26,16 @@ EXPECTED_ASSETS = {
     **{f"digits/torch_{m}": "models" for m in MODELS},
     **{f"digits/torch_{m}_onnx": "exports" for m in ("baseline", *TORCH_VARIANTS)},
     **{f"digits/torch_{m}_benchmark": "benchmarks" for m in MODELS},
+    **{f"digits/tensorflow_{m}": "models" for m in TF_MODELS},
+    **{f"digits/tensorflow_{m}_{e}": "exports" for m in KERAS for e in ("onnx", "tflite")},
+    **{f"digits/tensorflow_{m}_benchmark": "benchmarks" for m in TF_MODELS},
 }
 EXPECTED_CHECKS = {
     "digits/splits": {"schema", "value_range", "no_missing", "labels", "class_balance", "row_counts", "no_leakage"},
     **{f"digits/torch_{m}": {"accuracy_gate"} for m in MODELS},
     **{f"digits/torch_{m}_onnx": {"parity", "accuracy_gate"} for m in ("baseline", *TORCH_VARIANTS)},
+    **{f"digits/tensorflow_{m}": {"accuracy_gate"} for m in TF_MODELS},
+    **{f"digits/tensorflow_{m}_{e}": {"parity", "accuracy_gate"} for m in KERAS for e in ("onnx", "tflite")},
     "digits/deployment_candidate": {"constraints_met"},
 }
 
@@ -67,6 +79,19 @@ def test_lineage_edges_and_gpu_pool(tmp_path):
         assert parents(f"digits/torch_{m}_benchmark") == {f"digits/torch_{m}", f"digits/torch_{m}_onnx"}
     for m in MODELS:
         assert graph.get(dg.AssetKey.from_user_string(f"digits/torch_{m}_benchmark")).pools == {"gpu"}
+    # TensorFlow: the same lineage, plus the TFLite export and TFLite variants of Keras models
+    for m in KERAS_VARIANTS:
+        assert graph.get(dg.AssetKey.from_user_string(f"digits/tensorflow_{m}")).kinds == {"tensorflow"}
+        assert parents(f"digits/tensorflow_{m}_benchmark") == {f"digits/tensorflow_{m}", f"digits/tensorflow_{m}_onnx",
+                                                               f"digits/tensorflow_{m}_tflite"}
+    assert parents("digits/tensorflow_baseline_tflite") == {"digits/tensorflow_baseline", "digits/splits"}
+    assert parents("digits/tensorflow_int8") == {"digits/tensorflow_baseline_onnx", "digits/splits"}
+    assert parents("digits/tensorflow_tflite_int8") == {"digits/tensorflow_baseline", "digits/splits",
+                                                        "digits/tensorflow_baseline_onnx"}
+    assert parents("digits/tensorflow_tflite_int8_benchmark") == {"digits/tensorflow_tflite_int8"}
+    assert graph.get(dg.AssetKey.from_user_string("digits/tensorflow_tflite_int8")).kinds == {"tflite"}
+    for m in TF_MODELS:
+        assert graph.get(dg.AssetKey.from_user_string(f"digits/tensorflow_{m}_benchmark")).pools == {"gpu"}
 
 
 def test_schedule_job_and_automation_sensor(tmp_path):

@@ -153,7 +153,12 @@ def test_a_model_below_its_floor_fails_its_gate_and_stops_its_subtree(roots, tin
 
 @pytest.mark.e2e
 def test_dagster_cli_materializes_on_a_persistent_instance(roots, tiny_recipe_dict, tmp_path, monkeypatch):
-    """What `make run` does: the Dagster CLI, multiprocess executor, a DAGSTER_HOME on disk, then the report."""
+    """What `make run` does: the Dagster CLI, multiprocess executor, a DAGSTER_HOME on disk, then the report. Both
+    frameworks, so PyTorch and TensorFlow steps run side by side in spawned step processes of one code location."""
+    tiny_recipe_dict["baseline"]["frameworks"] = ["torch", "tensorflow"]
+    tiny_recipe_dict["variants"]["tflite_int8"] = {"from": "baseline", "method": "tflite_quantize", "mode": "int8",
+                                                   "samples": 64, "frameworks": ["tensorflow"]}
+    tiny_recipe_dict["select"] = {"objective": "file_bytes"}  # any format may win: the candidate keeps its own
     write_recipe(roots, tiny_recipe_dict)
     home = tmp_path / "home"
     home.mkdir()
@@ -168,6 +173,17 @@ def test_dagster_cli_materializes_on_a_persistent_instance(roots, tiny_recipe_di
     rep = subprocess.run([sys.executable, "-m", "compression_pipeline", "report", "tiny"], env=env, capture_output=True,
                          text=True, cwd=PROJECT_ROOT, check=True)
     assert "| int8 | torch | quantize_static |" in rep.stdout and "report.json" in rep.stdout
+    assert "| int8 | tensorflow | quantize_static |" in rep.stdout and "| tflite_int8 | tensorflow |" in rep.stdout
+    report = json.loads((roots.artifact_root / "tiny/report/report.json").read_text())
+    runtimes = {(m["framework"], m["name"]): {b["runtime"] for b in m["benchmarks"]} for m in report["models"]}
+    assert runtimes == {("torch", "baseline"): {"onnxruntime", "torch"}, ("torch", "int8"): {"onnxruntime"},
+                        ("tensorflow", "baseline"): {"onnxruntime", "tensorflow", "tflite"},
+                        ("tensorflow", "int8"): {"onnxruntime"}, ("tensorflow", "tflite_int8"): {"tflite"}}
+    chosen = json.loads((roots.artifact_root / "tiny/deployment_candidate/current/decision.json").read_text())["chosen"]
+    m = next(m for m in report["models"] if f"{m['framework']}_{m['name']}" == chosen)
+    assert m["file_bytes"] == min(x["file_bytes"] for x in report["models"])
+    current = roots.artifact_root / "tiny/deployment_candidate/current"
+    assert [p.name for p in current.glob("model.*")] == [f"model.{m['format']}"]
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     with dg.DagsterInstance.from_config(str(home)) as instance:
         records = instance.get_run_records()

@@ -85,7 +85,7 @@ def low_rank(module, spec, config: LowRank, ctx: TorchContext):
     before, after = sum(f["params_before"] for f in facts), sum(f["params_after"] for f in facts)
     # A dense layer's MACs per sample equal its weight count: the share of the model's MACs that factorizing
     # can remove says how much latency to expect (convolutions dominate this CNN's MACs).
-    macs = zoo.count_macs(module, spec)
+    macs = zoo.count_macs(spec)
     share = sum(f["shape"][0] * f["shape"][1] for f in facts) / macs
     note = (f"{'+'.join(f['layer'] for f in facts)}: {after / before:.2f}x parameters; those layers do {share:.0%} "
             f"of the model's MACs, so expect at most a {1 / (1 - share * (1 - after / before)):.2f}x speedup")

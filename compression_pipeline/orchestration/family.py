@@ -1,15 +1,15 @@
 """The asset factory: one recipe in, one family of assets, checks, a job and a schedule out.
 
 Keys are ``<family>/<noun>``: ``raw_dataset``, ``splits``, ``<framework>_<model>`` (a trained or compressed
-model), ``<framework>_<model>_onnx`` (the export of a framework-native model), ``<framework>_<model>_benchmark``,
-``report`` and ``deployment_candidate``. Groups are stages. A variant depends on its parent, so the graph is the
+model), ``<framework>_<model>_onnx`` (the ONNX export of a framework-native model), ``tensorflow_<model>_tflite``
+(a Keras model's TFLite export), ``<framework>_<model>_benchmark``, ``report`` and ``deployment_candidate``. Groups are stages. A variant depends on its parent, so the graph is the
 lineage.
 """
 
 
 import dagster as dg
 
-from compression_pipeline import stages
+from compression_pipeline import stages, tf_stages
 from compression_pipeline.artifacts import Handle
 from compression_pipeline.methods import get_method
 from compression_pipeline.orchestration.automation import AUTOMATION, dataset_file_asset
@@ -18,7 +18,8 @@ from compression_pipeline.quality import GATES as DATA_GATES
 from compression_pipeline.recipe import Recipe
 from compression_pipeline.report import cell, cell_label
 
-KINDS = {"torch": "pytorch", "onnx": "onnx"}
+KINDS = {"torch": "pytorch", "tensorflow": "tensorflow", "onnx": "onnx", "tflite": "tflite"}
+NATIVE = ("torch", "tensorflow")
 GPU_TAGS = {"dagster-k8s/config": {"container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}}}}}
 
 
@@ -54,8 +55,9 @@ class Family:
         return self.key(f"{fw}_{name}")
 
     def deployable_key(self, fw: str, name: str) -> dg.AssetKey:
-        """The ONNX artifact that is evaluated and benchmarked for a model."""
-        native = self.r.form(name, fw) != "onnx"
+        """The artifact that is evaluated, reported and benchmarked for a model: the ONNX export of a
+        framework-native model, else the model itself (an ONNX or TFLite file)."""
+        native = self.r.form(name, fw) in NATIVE
         return self.key(f"{fw}_{name}_onnx") if native else self.model_key(fw, name)
 
     def _asset(self, key, group, ins, fn, *, kinds, checks=(), check_doc="", version_of=(), in_metadata=None, **kw):
@@ -123,54 +125,89 @@ class Family:
 
     def _framework(self, fw: str) -> None:
         r, splits_key = self.r, self.key("splits")
+        train = stages.torch_baseline if fw == "torch" else tf_stages.keras_baseline
 
         def baseline(context, pipeline, splits):
             """The baseline model trained on the training split (best validation epoch kept)."""
-            yield from _emit(stages.torch_baseline(r, pipeline.store(), splits, pipeline.threads, log=context.log.info))
+            yield from _emit(train(r, pipeline.store(), splits, pipeline.threads, log=context.log.info))
 
+        baseline.__doc__ = f"The {fw} baseline model trained on the training split (best validation epoch kept)."
         self._asset(self.model_key(fw, "baseline"), "models", {"splits": splits_key}, baseline, kinds={KINDS[fw]},
                     checks=["accuracy_gate"], check_doc="test accuracy >= the recipe's floor",
                     version_of=("dataset", "baseline", "gates"))
-        self._export(fw, "baseline")
-        for name in self._ordered_variants():
-            variant = r.variants[name]
-            method = get_method(variant.method)
-            parent_form = r.form(variant.parent, fw)
-            if parent_form in method.impls and parent_form != "onnx":
-                self._torch_variant(fw, name)
-                self._export(fw, name)
+        self._exports(fw, "baseline")
+        names = [n for n in self._ordered_variants() if fw in r.frameworks_of(n)]
+        for name in names:
+            form = r.form(name, fw)
+            if form in NATIVE:
+                self._native_variant(fw, name)
+                self._exports(fw, name)
+            elif form == "tflite":
+                self._tflite_variant(fw, name)
             else:
                 self._onnx_variant(fw, name)
-        for name in ["baseline", *self._ordered_variants()]:
+        for name in ["baseline", *names]:
             self._benchmark(fw, name)
 
     def _ordered_variants(self) -> list[str]:
         return sorted(self.r.variants, key=lambda n: (len(self.r.chain(n)), n))
 
-    def _export(self, fw: str, name: str) -> None:
+    def _exports(self, fw: str, name: str) -> None:
+        """A framework-native model's deployable ONNX export, plus a Keras model's TFLite export."""
         r = self.r
         ins = {"model": self.model_key(fw, name), "splits": self.key("splits")}
         if name != "baseline":
             ins["baseline_export"] = self.deployable_key(fw, "baseline")
+        to_onnx = stages.export_torch if fw == "torch" else tf_stages.export_onnx
 
         def export(context, pipeline, model, splits, baseline_export=None):
             """The deployable ONNX export, checked for parity with its source model and gated on accuracy."""
-            yield from _emit(stages.export_torch(r, pipeline.store(), model, splits, baseline_export, pipeline.threads))
+            yield from _emit(to_onnx(r, pipeline.store(), model, splits, baseline_export, pipeline.threads))
 
         self._asset(self.deployable_key(fw, name), "exports", ins, export, kinds={"onnx"},
                     checks=["parity", "accuracy_gate"], check_doc="ONNX Runtime parity and accuracy on the export",
                     version_of=("gates", f"variants.{name}"))
+        if fw != "tensorflow":
+            return
 
-    def _torch_variant(self, fw: str, name: str) -> None:
+        def tflite(context, pipeline, model, splits, baseline_export=None):
+            """The fp32 TFLite export run by LiteRT, checked for parity with the Keras model and gated on accuracy."""
+            yield from _emit(tf_stages.export_tflite(r, pipeline.store(), model, splits, baseline_export,
+                                                     pipeline.threads))
+
+        self._asset(self.key(f"{fw}_{name}_tflite"), "exports", ins, tflite, kinds={"tflite"},
+                    checks=["parity", "accuracy_gate"], check_doc="LiteRT parity and accuracy on the TFLite export",
+                    version_of=("gates", f"variants.{name}"))
+
+    def _native_variant(self, fw: str, name: str) -> None:
         r, v = self.r, self.r.variants[name]
         ins = {"parent": self.model_key(fw, v.parent), "splits": self.key("splits")}
 
         def variant(context, pipeline, parent, splits):
-            yield from _emit(stages.torch_variant(r, pipeline.store(), name, fw, parent, splits, pipeline.threads,
-                                                  log=context.log.info))
+            if fw == "torch":
+                h = stages.torch_variant(r, pipeline.store(), name, fw, parent, splits, pipeline.threads,
+                                         log=context.log.info)
+            else:
+                h = tf_stages.keras_variant(r, pipeline.store(), name, parent, splits, pipeline.threads,
+                                            log=context.log.info)
+            yield from _emit(h)
 
         variant.__doc__ = f"{v.method} of {v.parent} ({get_method(v.method).description}); accuracy measured with {fw}."
         self._asset(self.model_key(fw, name), "models", ins, variant, kinds={KINDS[fw]}, checks=["accuracy_gate"],
+                    check_doc="accuracy drop vs the baseline within the recipe's tolerance",
+                    version_of=("gates", f"variants.{name}"))
+
+    def _tflite_variant(self, fw: str, name: str) -> None:
+        r, v = self.r, self.r.variants[name]
+        ins = {"parent": self.model_key(fw, v.parent), "splits": self.key("splits"),
+               "baseline_export": self.deployable_key(fw, "baseline")}
+
+        def variant(context, pipeline, parent, splits, baseline_export):
+            yield from _emit(tf_stages.tflite_variant(r, pipeline.store(), name, parent, splits, baseline_export,
+                                                      pipeline.threads))
+
+        variant.__doc__ = f"{v.method} of {v.parent} ({get_method(v.method).description}); accuracy measured with LiteRT."
+        self._asset(self.model_key(fw, name), "models", ins, variant, kinds={"tflite"}, checks=["accuracy_gate"],
                     check_doc="accuracy drop vs the baseline within the recipe's tolerance",
                     version_of=("gates", f"variants.{name}"))
 
@@ -194,10 +231,12 @@ class Family:
         native = r.form(name, fw) == fw
         if native:
             ins["model"] = self.model_key(fw, name)
+        if native and fw == "tensorflow":
+            ins["tflite"] = self.key(f"{fw}_{name}_tflite")
 
-        def bench(context, pipeline, deployable, model=None):
+        def bench(context, pipeline, deployable, model=None, tflite=None):
             """Latency matrix (runtimes x batch sizes) on the best device present; the provider really used is recorded."""
-            h = stages.benchmark(r, pipeline.store(), deployable, model)
+            h = stages.benchmark(r, pipeline.store(), deployable, model, tflite)
             # Plain numbers: the UI plots each one over time (Plots tab of the asset).
             numbers = {f"{cell_label(cell(x)).replace(' ', '_')}_{k}": float(x[k]) for x in h.info["results"]
                        for k in ("p50_ms", "p95_ms", "p99_ms", "throughput", "peak_host_mb") if k in x}
@@ -207,13 +246,16 @@ class Family:
                 numbers["skipped"] = dg.MetadataValue.json(h.info["skipped"])
             yield from _emit(h, numbers)
 
-        self._asset(self.key(f"{fw}_{name}_benchmark"), "benchmarks", ins, bench, kinds={"onnx", KINDS[fw]} if native else {"onnx"},
+        kinds = {KINDS[fw], KINDS[r.form(name, fw)]} | ({"onnx"} if r.form(name, fw) != "tflite" else set())
+        if native and fw == "tensorflow":
+            kinds.add("tflite")
+        self._asset(self.key(f"{fw}_{name}_benchmark"), "benchmarks", ins, bench, kinds=kinds,
                     version_of=("benchmark",), pool="gpu", op_tags=GPU_TAGS)
 
     def _report(self) -> None:
         r = self.r
         names = ["baseline", *self._ordered_variants()]
-        pairs = [(fw, n) for fw in r.baseline.frameworks for n in names]
+        pairs = [(fw, n) for fw in r.baseline.frameworks for n in names if fw in r.frameworks_of(n)]
         ins = {}
         for fw, n in pairs:
             ins[f"d_{fw}_{n}"] = self.deployable_key(fw, n)

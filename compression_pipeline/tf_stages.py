@@ -1,0 +1,199 @@
+"""The TensorFlow stages of a family: the Keras baseline and variants, their ONNX and TFLite exports, and TFLite
+post-training-quantized variants. Values in, a ``Handle`` out, like ``stages``; nothing here imports Dagster.
+
+A Keras model is stored in Keras' own ``.keras`` format (loaded with ``safe_mode``), gated on its TensorFlow
+accuracy, then exported twice: to ONNX (tf2onnx; its deployable for ONNX Runtime and the ONNX-level methods) and to
+TFLite (run by LiteRT), each export with a parity check against the Keras model.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from compression_pipeline import gates as G
+from compression_pipeline.artifacts import ArtifactStore, Handle
+from compression_pipeline.recipe import Recipe
+from compression_pipeline.stages import _REMEASURED, _compact_bytes, _drops, _gated, _onnx_facts, _splits, gzip_bytes
+
+
+def set_threads(threads: int | None) -> None:
+    """TensorFlow's intra-op threads (None: one per core). TF takes them only before it starts its runtime: a step
+    process sets them first thing; in a process where TF already runs, the running value stays."""
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads or os.cpu_count() or 1)
+    except RuntimeError:
+        pass
+
+
+def _context(recipe: Recipe, parts: dict, threads, log):
+    from compression_pipeline.methods import Context
+
+    return Context(splits=parts, image_shape=recipe.dataset.image_shape, seed=recipe.dataset.seed, threads=threads,
+                   log=log)
+
+
+def _load(store: ArtifactStore, handle: Handle):
+    from compression_pipeline import keras_backend as K, zoo
+
+    return K.load_keras(store.path(handle.artifact, verify=True)), zoo.CNNSpec.model_validate(handle.info["spec"])
+
+
+# --- models -----------------------------------------------------------------------------------------------------
+def keras_baseline(recipe: Recipe, store: ArtifactStore, splits_h: Handle, threads: int | None = None,
+                   log=None) -> Handle:
+    """The zoo's CNN built in Keras 3 and trained on the same splits as the PyTorch baseline."""
+    from compression_pipeline import keras_backend as K, zoo
+
+    set_threads(threads)
+    parts = _splits(store, splits_h)
+    b, ds = recipe.baseline, recipe.dataset
+    spec = zoo.cnn_spec(b.width, ds.image_shape, len(ds.classes))
+    model = K.build_keras(spec, seed=ds.seed)
+    t0 = time.perf_counter()
+    history = K.train_keras(model, parts, ds.image_shape, b.epochs, b.batch_size, b.lr, ds.seed, log=log)
+    train_s = time.perf_counter() - t0
+    acc = K.accuracy(K.predict_keras(model, parts["X_test"], ds.image_shape), parts["y_test"])
+    return _save_keras(recipe, store, "baseline", model, spec, acc, acc,
+                       {"method": "train", "parent": None, "history": history, "compress_s": train_s})
+
+
+def keras_variant(recipe: Recipe, store: ArtifactStore, name: str, parent: Handle, splits_h: Handle,
+                  threads: int | None = None, log=None) -> Handle:
+    """A Keras-native method (pruning, low rank, distillation) on the parent Keras model; gated on TF accuracy."""
+    from compression_pipeline import keras_backend as K
+    from compression_pipeline.methods import get_method
+
+    set_threads(threads)
+    variant = recipe.variants[name]
+    impl = get_method(variant.method).impls["tensorflow"]
+    parts = _splits(store, splits_h)
+    model, spec = _load(store, parent)
+    t0 = time.perf_counter()
+    model, spec, method_info = impl(model, spec, variant.config, _context(recipe, parts, threads, log))
+    compress_s = time.perf_counter() - t0
+    acc = K.accuracy(K.predict_keras(model, parts["X_test"], recipe.dataset.image_shape), parts["y_test"])
+    return _save_keras(recipe, store, name, model, spec, acc, parent.info["baseline_accuracy"],
+                       {**method_info, "method": variant.method, "config": variant.config.model_dump(mode="json"),
+                        "parent": variant.parent, "compress_s": compress_s})
+
+
+def _save_keras(recipe, store, name, model, spec, acc, baseline_acc, extra) -> Handle:
+    from compression_pipeline import environment, keras_backend as K, zoo
+
+    with tempfile.TemporaryDirectory() as tmp:  # Keras names its format by the file suffix: save, then store
+        path = Path(tmp) / "model.keras"
+        K.save_keras(model, path)
+        with store.writing(f"{recipe.name}/tensorflow_{name}", "keras", "keras", "tensorflow") as slot:
+            shutil.copyfile(path, slot.path)
+    params, nonzero = K.count_params(model)
+    weights = {w.path: np.asarray(w.numpy()) for w in model.weights}
+    info = {"name": name, "framework": "tensorflow", "form": "tensorflow", "spec": spec.model_dump(mode="json"),
+            "accuracy": acc, "accuracy_runtime": "tensorflow", "baseline_accuracy": baseline_acc, "params": params,
+            "nonzero_params": nonzero, "macs": zoo.count_macs(spec), "file_bytes": slot.artifact.bytes,
+            "gzip_bytes": gzip_bytes(store.path(slot.artifact)), "compact_bytes": _compact_bytes(weights),
+            "seed": recipe.dataset.seed, "versions": environment.versions(), **extra}
+    info.update(_drops(info))
+    if name == "baseline":
+        gate = G.accuracy_floor(acc, recipe.gates.accuracy_floor, "tensorflow")
+    else:
+        gate = G.accuracy_drop(acc, baseline_acc, recipe.tolerance(name), "tensorflow")
+    return _gated(Handle(artifact=slot.artifact, info=info), [gate])
+
+
+# --- exports ----------------------------------------------------------------------------------------------------
+def export_onnx(recipe: Recipe, store: ArtifactStore, model_h: Handle, splits_h: Handle,
+                baseline_export: Handle | None = None, threads: int | None = None) -> Handle:
+    """The Keras model's ONNX export (tf2onnx on a tf.function, NHWC input), checked for parity and accuracy."""
+    from compression_pipeline import keras_backend as K
+
+    set_threads(threads)
+    parts = _splits(store, splits_h)
+    model, _ = _load(store, model_h)
+    with store.writing(f"{recipe.name}/tensorflow_{model_h.info['name']}_onnx", "onnx", "onnx", "tensorflow") as slot:
+        K.export_onnx(model, slot.path)
+    facts, logits = _onnx_facts(store, slot.artifact, parts, recipe.dataset.image_shape,
+                                "cpu" if recipe.benchmark.device == "cpu" else "auto", threads)
+    ref = K.predict_keras(model, parts["X_test"], recipe.dataset.image_shape)
+    return _export_handle(recipe, model_h, slot.artifact, "onnx", facts, logits, ref, baseline_export, "ONNX Runtime")
+
+
+def export_tflite(recipe: Recipe, store: ArtifactStore, model_h: Handle, splits_h: Handle,
+                  baseline_export: Handle | None = None, threads: int | None = None) -> Handle:
+    """The Keras model converted to an fp32 TFLite flatbuffer, run by LiteRT, checked for parity and accuracy."""
+    from compression_pipeline import keras_backend as K
+
+    set_threads(threads)
+    parts = _splits(store, splits_h)
+    model, _ = _load(store, model_h)
+    with store.writing(f"{recipe.name}/tensorflow_{model_h.info['name']}_tflite", "tflite", "tflite",
+                       "tensorflow") as slot:
+        K.to_tflite(model, slot.path, "fp32")
+    facts, logits = _tflite_facts(store, slot.artifact, parts, recipe.dataset.image_shape, threads)
+    facts.update(params=model_h.info["params"], nonzero_params=model_h.info["nonzero_params"])
+    ref = K.predict_keras(model, parts["X_test"], recipe.dataset.image_shape)
+    return _export_handle(recipe, model_h, slot.artifact, "tflite", facts, logits, ref, baseline_export, "LiteRT")
+
+
+def _export_handle(recipe, model_h, artifact, form, facts, logits, ref, baseline_export, runtime) -> Handle:
+    diff = float(np.abs(logits - ref).max())
+    agree = float((logits.argmax(1) == ref.argmax(1)).mean())
+    carried = {k: v for k, v in model_h.info.items() if k not in _REMEASURED}
+    info = {**carried, "form": form, "source_model": model_h.artifact.path, "source_accuracy": model_h.info["accuracy"],
+            "source_accuracy_runtime": model_h.info["accuracy_runtime"], **facts, "parity_max_abs_diff": diff}
+    gates = [G.parity(diff, recipe.gates.parity_atol, agree, runtime, "the Keras model")]
+    name = model_h.info["name"]
+    if baseline_export is None:
+        info["baseline_accuracy"] = facts["accuracy"]
+        gates.append(G.accuracy_floor(facts["accuracy"], recipe.gates.accuracy_floor, facts["accuracy_runtime"]))
+    else:
+        info["baseline_accuracy"] = baseline_export.info["accuracy"]
+        gates.append(G.accuracy_drop(facts["accuracy"], info["baseline_accuracy"], recipe.tolerance(name),
+                                     facts["accuracy_runtime"]))
+    info.update(_drops(info))
+    return _gated(Handle(artifact=artifact, info=info), gates)
+
+
+def _tflite_facts(store, art, parts, image_shape, threads) -> tuple[dict, np.ndarray]:
+    from compression_pipeline import keras_backend as K
+
+    path = store.path(art)
+    logits = K.predict_tflite(K.tflite_interpreter(path, threads), parts["X_test"], image_shape)
+    return {"accuracy": K.accuracy(logits, parts["y_test"]), "accuracy_runtime": "tflite",
+            "accuracy_provider": "litert-cpu", "file_bytes": art.bytes, "gzip_bytes": gzip_bytes(path)}, logits
+
+
+# --- TFLite post-training quantization ----------------------------------------------------------------------------
+def tflite_variant(recipe: Recipe, store: ArtifactStore, name: str, parent: Handle, splits_h: Handle,
+                   baseline_export: Handle, threads: int | None = None) -> Handle:
+    """A method that turns the parent Keras model into a TFLite file (post-training quantization); gated on its
+    LiteRT accuracy against the TensorFlow baseline's deployed accuracy."""
+    from compression_pipeline import environment
+    from compression_pipeline.methods import get_method
+
+    set_threads(threads)
+    variant = recipe.variants[name]
+    impl = get_method(variant.method).impls["tensorflow"]
+    parts = _splits(store, splits_h)
+    model, _ = _load(store, parent)
+    t0 = time.perf_counter()
+    with store.writing(f"{recipe.name}/tensorflow_{name}", "tflite", "tflite", "tensorflow") as slot:
+        method_info = impl(model, slot.path, variant.config, _context(recipe, parts, threads, None))
+    compress_s = time.perf_counter() - t0
+    facts, _ = _tflite_facts(store, slot.artifact, parts, recipe.dataset.image_shape, threads)
+    # Quantization keeps every weight: the parameter counts and MACs are the parent's.
+    info = {"name": name, "framework": "tensorflow", "form": "tflite", "method": variant.method,
+            "config": variant.config.model_dump(mode="json"), "parent": variant.parent, "seed": recipe.dataset.seed,
+            "compress_s": compress_s, **method_info, **facts, "params": parent.info["params"],
+            "nonzero_params": parent.info["nonzero_params"], "macs": parent.info.get("macs"),
+            "baseline_accuracy": baseline_export.info["accuracy"], "versions": environment.versions()}
+    info.update(_drops(info))
+    gate = G.accuracy_drop(facts["accuracy"], info["baseline_accuracy"], recipe.tolerance(name), "tflite")
+    return _gated(Handle(artifact=slot.artifact, info=info), [gate])
