@@ -100,23 +100,6 @@ def weight_layers(model) -> list:
     return [layer for layer in model.layers if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense))]
 
 
-def count_macs(model) -> int:
-    """Multiply-accumulates of one sample's forward pass, counted by the convention of torch-pruning's counter
-    (``zoo.count_macs``): kernel MACs, plus one per output for a bias and for a ReLU, plus one per max-pool input,
-    so a Keras model and its PyTorch twin report the same number."""
-    import keras
-
-    total = 0
-    for layer in model.layers:
-        out = int(np.prod(layer.output.shape[1:]))
-        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
-            total += out * int(np.prod(layer.kernel.shape[:-1]))
-            total += out * int(layer.use_bias) + out * int(layer.activation is keras.activations.relu)
-        elif isinstance(layer, keras.layers.MaxPooling2D):
-            total += int(np.prod(layer.input.shape[1:]))
-    return total
-
-
 def train_keras(model, splits: dict, image_shape, epochs: int, batch_size: int = 64, lr: float = 1e-3,
                 seed: int = 0, log=None, teacher=None, temperature: float = 4.0, alpha: float = 0.7,
                 masks: dict | None = None) -> list[dict]:
@@ -208,7 +191,9 @@ def accuracy(logits: np.ndarray, y: np.ndarray) -> float:
 
 
 def save_keras(model, path: Path) -> None:
-    model.save(str(path))
+    """Architecture and weights only. A model compiled by ``train_keras`` would also store its optimizer's state
+    (Adam's two moments: the file ~3x the weights) and its loss closure; a fresh copy has neither."""
+    copy_keras(model).save(str(path))
 
 
 def load_keras(path: Path):
@@ -296,9 +281,9 @@ def predict_tflite(interpreter, X: np.ndarray, image_shape, batch_size: int = 25
 
 
 def copy_keras(model):
-    """An independent copy of ``model`` (same architecture and weights, no shared variables)."""
-    import keras
-
-    clone = keras.models.clone_model(model)
+    """An independent, uncompiled copy of ``model``: same architecture, layer names and weights, no shared variables.
+    (``keras.models.clone_model`` would also recompile it from its compile config, which fails for the distillation
+    loss, a closure.)"""
+    clone = type(model).from_config(model.get_config())
     clone.set_weights(model.get_weights())
     return clone

@@ -127,7 +127,7 @@ def test_low_rank_finetunes_a_factorized_model_and_refactorizes_it(trained, ctx,
     assert again_info["factorized"][0]["params_before"] == info["factorized"][0]["params_after"]
 
 
-def test_distill_reports_the_ablation_from_identical_initial_weights(trained, ctx, digits_splits):
+def test_distill_reports_the_ablation_from_identical_initial_weights(trained, ctx, digits_splits, tmp_path):
     model, spec = trained()
     student, s_spec, info = _apply("distill", model, spec, ctx, student={"width": 4}, epochs=3, lr=3e-3)
     assert s_spec == zoo.cnn_spec(4) and K.spec_of(student, s_spec) == s_spec
@@ -138,6 +138,7 @@ def test_distill_reports_the_ablation_from_identical_initial_weights(trained, ct
     assert ab["distilled_accuracy"] == pytest.approx(_test_accuracy(student, digits_splits))
     assert info["student_params"] == zoo.count_params(zoo.build_torch(s_spec))[0]
     assert info["student_params_ratio"] == pytest.approx(info["student_params"] / K.count_params(model)[0])
+    _assert_rebuilds(student, s_spec, tmp_path, digits_splits["X_test"][:64])  # trained with the KD loss closure
 
 
 def test_the_facts_have_the_keys_of_the_pytorch_twins(trained, tiny_cnn, ctx):

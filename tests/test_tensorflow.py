@@ -19,11 +19,10 @@ def keras_model(digits_splits, tmp_path_factory):
 
 
 @pytest.mark.parametrize("width, ranks", [(8, (None, None)), (64, (None, None)), (8, (4, 3)), (16, (None, 5))])
-def test_same_architecture_parameters_and_macs_as_pytorch(width, ranks):
+def test_same_architecture_and_parameters_as_pytorch(width, ranks):
     spec = zoo.cnn_spec(width).model_copy(update={"linear_ranks": ranks})
     model, module = K.build_keras(spec), zoo.build_torch(spec)
     assert K.count_params(model)[0] == zoo.count_params(module)[0]
-    assert K.count_macs(model) == zoo.count_macs(module, spec)
     assert K.spec_of(model, zoo.cnn_spec(width)) == spec  # widths and ranks read back from the layers
     # Layers carry the PyTorch names, so a recipe's `layers: [fc1]` means the same layer in both frameworks.
     assert set(K.named_layers(model)) == set(zoo.named_layers(module)) == {"conv1", "conv2", "conv3", "fc1", "fc2"}
@@ -42,6 +41,8 @@ def test_training_learns_and_keeps_best_epoch(keras_model, digits_splits):
 def test_keras_format_round_trip(keras_model, digits_splits):
     model, _, _, tmp = keras_model
     K.save_keras(model, tmp / "m.keras")
+    # The file holds the weights, not the trained model's optimizer state (Adam's moments would triple it).
+    assert (tmp / "m.keras").stat().st_size < 2 * 4 * K.count_params(model)[0]
     loaded = K.load_keras(tmp / "m.keras")
     X = digits_splits["X_test"][:32]
     assert np.allclose(K.predict_keras(model, X, SHAPE), K.predict_keras(loaded, X, SHAPE), atol=1e-6)

@@ -72,7 +72,7 @@ def low_rank(model, spec, config: LowRank, ctx: Context):
     """Truncated SVD of Dense fc layers. A Keras kernel is (in x out), the transpose of PyTorch's weight: the
     rank-r kernel U_r S_r V_r^T becomes Dense(r) with kernel U_r sqrt(S_r), then Dense(out) with sqrt(S_r) V_r^T
     and the original bias; facts and shapes are reported as (out, in), like the PyTorch implementation."""
-    from compression_pipeline import keras_backend as K
+    from compression_pipeline import keras_backend as K, zoo
 
     old = K.named_layers(model)
     ranks, factors, facts = list(spec.linear_ranks), {}, []
@@ -106,8 +106,8 @@ def low_rank(model, spec, config: LowRank, ctx: Context):
                                      for f in facts))
     info = finetune_keras(new, config, ctx, teacher=model)
     before, after = sum(f["params_before"] for f in facts), sum(f["params_after"] for f in facts)
-    # As in PyTorch: a dense layer's MACs per sample equal its weight count (same MAC convention, see count_macs).
-    share = sum(f["shape"][0] * f["shape"][1] for f in facts) / K.count_macs(model)
+    # As in PyTorch: a dense layer's MACs per sample equal its weight count; the model's MACs come from its spec.
+    share = sum(f["shape"][0] * f["shape"][1] for f in facts) / zoo.count_macs(spec)
     note = (f"{'+'.join(f['layer'] for f in facts)}: {after / before:.2f}x parameters; those layers do {share:.0%} "
             f"of the model's MACs, so expect at most a {1 / (1 - share * (1 - after / before)):.2f}x speedup")
     return new, new_spec, {"factorized": facts, "factorized_params_before": before, "factorized_params_after": after,
