@@ -18,10 +18,17 @@ def keras_model(digits_splits, tmp_path_factory):
     return model, spec, history, tmp_path_factory.mktemp("keras")
 
 
-def test_same_architecture_and_parameter_count_as_pytorch():
-    for width in (8, 64):
-        spec = zoo.cnn_spec(width)
-        assert K.count_params(K.build_keras(spec))[0] == zoo.count_params(zoo.build_torch(spec))[0]
+@pytest.mark.parametrize("width, ranks", [(8, (None, None)), (64, (None, None)), (8, (4, 3)), (16, (None, 5))])
+def test_same_architecture_and_parameters_as_pytorch(width, ranks):
+    spec = zoo.cnn_spec(width).model_copy(update={"linear_ranks": ranks})
+    model, module = K.build_keras(spec), zoo.build_torch(spec)
+    assert K.count_params(model)[0] == zoo.count_params(module)[0]
+    assert K.spec_of(model, zoo.cnn_spec(width)) == spec  # widths and ranks read back from the layers
+    # Layers carry the PyTorch names, so a recipe's `layers: [fc1]` means the same layer in both frameworks.
+    assert set(K.named_layers(model)) == set(zoo.named_layers(module)) == {"conv1", "conv2", "conv3", "fc1", "fc2"}
+    for i, r in enumerate(ranks):
+        fc = K.named_layers(model)[f"fc{i + 1}"]
+        assert (fc[0].units if isinstance(fc, tuple) else None) == r
 
 
 def test_training_learns_and_keeps_best_epoch(keras_model, digits_splits):
@@ -34,6 +41,8 @@ def test_training_learns_and_keeps_best_epoch(keras_model, digits_splits):
 def test_keras_format_round_trip(keras_model, digits_splits):
     model, _, _, tmp = keras_model
     K.save_keras(model, tmp / "m.keras")
+    # The file holds the weights, not the trained model's optimizer state (Adam's moments would triple it).
+    assert (tmp / "m.keras").stat().st_size < 2 * 4 * K.count_params(model)[0]
     loaded = K.load_keras(tmp / "m.keras")
     X = digits_splits["X_test"][:32]
     assert np.allclose(K.predict_keras(model, X, SHAPE), K.predict_keras(loaded, X, SHAPE), atol=1e-6)
@@ -72,3 +81,20 @@ def test_unknown_tflite_mode_and_missing_samples_are_errors(keras_model, tmp_pat
         K.to_tflite(model, tmp_path / "x.tflite", "int4")
     with pytest.raises(ValueError, match="representative"):
         K.to_tflite(model, tmp_path / "x.tflite", "int8")
+
+
+def test_masks_stay_zero_through_training_and_bad_masks_are_errors(digits_splits):
+    model = K.build_keras(zoo.cnn_spec(4), seed=0)
+    rng = np.random.default_rng(0)
+    masks = {layer.name: (rng.random(layer.kernel.shape) > 0.5).astype(np.float32) for layer in K.weight_layers(model)}
+    before = {layer.name: np.asarray(layer.kernel).copy() for layer in K.weight_layers(model)}
+    K.train_keras(model, digits_splits, SHAPE, epochs=1, lr=3e-3, masks=masks)
+    for layer in K.weight_layers(model):
+        kernel, mask = np.asarray(layer.kernel), masks[layer.name]
+        assert not kernel[mask == 0].any()
+        trained = (kernel[mask == 1] != before[layer.name][mask == 1]).mean()
+        assert trained > 0.5  # the kept weights did train (dead ReLU units aside)
+    with pytest.raises(ValueError, match="lacks"):
+        K.train_keras(model, digits_splits, SHAPE, epochs=1, masks={"fc9": masks["fc1"]})
+    with pytest.raises(ValueError, match="mask of fc1"):
+        K.train_keras(model, digits_splits, SHAPE, epochs=1, masks={"fc1": masks["fc2"]})

@@ -39,6 +39,14 @@ def _rank_for(s, config: LowRank) -> int:
     return int((share < config.energy - 1e-12).sum()) + 1
 
 
+def check_reduces(name: str, n_out: int, n_in: int, r: int, config: LowRank) -> None:
+    """Refuse a rank that would not make the layer smaller (shared by the PyTorch and Keras implementations)."""
+    if r * (n_in + n_out) >= n_in * n_out:
+        raise ValueError(f"low_rank: rank {r} of {name} ({n_out}x{n_in}) would not reduce its parameters; "
+                         f"a rank below {n_in * n_out // (n_in + n_out) + 1} does"
+                         + ("" if config.rank is not None else f" (energy {config.energy} needs rank {r})"))
+
+
 @register("low_rank", LowRank, "truncated SVD of fully connected layers")("torch")
 def low_rank(module, spec, config: LowRank, ctx: TorchContext):
     import torch
@@ -52,10 +60,7 @@ def low_rank(module, spec, config: LowRank, ctx: TorchContext):
         u, s, vh = torch.linalg.svd(weight.float(), full_matrices=False)
         r = _rank_for(s, config)
         n_out, n_in = weight.shape
-        if r * (n_in + n_out) >= n_in * n_out:
-            raise ValueError(f"low_rank: rank {r} of {name} ({n_out}x{n_in}) would not reduce its parameters; "
-                             f"a rank below {n_in * n_out // (n_in + n_out) + 1} does"
-                             + ("" if config.rank is not None else f" (energy {config.energy} needs rank {r})"))
+        check_reduces(name, n_out, n_in, r, config)
         root = s[:r].sqrt()
         factors[name] = (root[:, None] * vh[:r], u[:, :r] * root[None, :], bias)  # A (r x in), B (out x r)
         ranks[int(name[-1]) - 1] = r
