@@ -11,7 +11,9 @@ from conftest import DEFAULT_RECIPE, TINY
 def test_default_recipe_loads():
     r = load_recipe(DEFAULT_RECIPE)
     assert r.name == "digits" and r.dataset.source == "sklearn_digits"
-    assert r.baseline.frameworks == ["torch"]
+    assert r.baseline.frameworks == ["torch", "tensorflow"]
+    assert r.frameworks_of("pruned50_int8") == ["torch"] and r.frameworks_of("tflite_int8") == ["tensorflow"]
+    assert r.form("tflite_int8", "tensorflow") == "tflite" and r.form("sparse80", "tensorflow") == "tensorflow"
     assert r.variants["int8"].method == "quantize_static"
     assert r.variants["int8"].config.per_channel is True
     assert r.chain("int8") == ["baseline", "int8"]
