@@ -113,10 +113,16 @@ def predict(sess, X: np.ndarray, image_shape, batch_size: int = 256) -> np.ndarr
     return np.concatenate(out).astype(np.float32)
 
 
+_COMPUTE_OPS = ("DequantizeLinear", "Conv", "Gemm", "MatMul", "Add", "QLinearConv", "QLinearMatMul", "ConvInteger",
+                "MatMulInteger")
+
+
 def param_count(path: Path) -> tuple[int, int]:
     """(parameters, nonzero parameters): the weight and bias initializers, float or quantized.
 
-    Quantization scales and zero points (inputs 1 and 2 of Q/DQ nodes) and int64 shape tensors are not parameters.
+    Quantization scales and zero points (inputs 1 and 2 of Q/DQ nodes) and shape tensors are not parameters: an
+    int32 initializer counts only when it feeds a computation (an int8 model's bias), not a shape (tf2onnx writes
+    int32 shape constants for Concat/Slice/Reshape).
     """
     import onnx
     from onnx import numpy_helper
@@ -124,11 +130,12 @@ def param_count(path: Path) -> tuple[int, int]:
     model = onnx.load(str(path))
     qparams = {n for node in model.graph.node if node.op_type in ("QuantizeLinear", "DequantizeLinear")
                for n in node.input[1:]}
-    kinds = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.INT8, onnx.TensorProto.UINT8,
-             onnx.TensorProto.INT32)
+    computed = {n for node in model.graph.node if node.op_type in _COMPUTE_OPS for n in node.input}
+    kinds = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.INT8, onnx.TensorProto.UINT8)
     total = nonzero = 0
     for init in model.graph.initializer:
-        if init.data_type in kinds and init.name not in qparams and len(init.dims) > 0:
+        counted = init.data_type in kinds or (init.data_type == onnx.TensorProto.INT32 and init.name in computed)
+        if counted and init.name not in qparams and len(init.dims) > 0:
             a = numpy_helper.to_array(init)
             total += a.size
             nonzero += int(np.count_nonzero(a))
