@@ -226,10 +226,11 @@ def export_onnx(model, path: Path, opset: int = 17) -> None:
     import onnx
     import tf2onnx
 
-    from compression_pipeline.onnx_tools import IR_VERSION
+    from compression_pipeline.onnx_tools import IR_VERSION, static_flatten
 
     serve, spec = _serving_fn(model)
     proto, _ = tf2onnx.convert.from_function(serve, input_signature=spec, opset=opset, output_path=None)
+    proto = static_flatten(proto)  # a constant flatten shape, so ORT's int8 fusions reach the last convolution
     proto.ir_version = min(proto.ir_version, IR_VERSION)
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))

@@ -31,6 +31,42 @@ def export_torch(module, spec, path: Path) -> None:
     onnx.save(model, str(path))
 
 
+def static_flatten(model):
+    """Replace each Reshape whose target shape is computed at run time (Shape -> Gather -> ... -> Concat, as tf2onnx
+    writes Keras' Flatten) but is really (batch, known dims...) with the constant (-1, known dims...), and drop the
+    nodes that computed it. ONNX Runtime's int8 fusions stop at such a subgraph: measured on the digits CNN, the
+    last convolution stayed float32 and the static int8 model ran 4x slower than PyTorch's export."""
+    import numpy as np
+    from onnx import numpy_helper
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+    inferred = SymbolicShapeInference.infer_shapes(model, auto_merge=True)
+    dims = {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+            for v in [*inferred.graph.value_info, *inferred.graph.input]}
+    batch = dims[model.graph.input[0].name][0]
+    constants = {i.name for i in model.graph.initializer}
+    for node in model.graph.node:
+        out = dims.get(node.output[0]) or []
+        if node.op_type != "Reshape" or node.input[1] in constants or not out or out[0] != batch:
+            continue
+        if not all(isinstance(d, int) and d > 0 for d in out[1:]):
+            continue
+        name = f"{node.output[0]}__static_shape"
+        model.graph.initializer.append(numpy_helper.from_array(np.array([-1, *out[1:]], dtype=np.int64), name))
+        node.input[1] = name
+    while True:  # nodes nobody reads any more (the shape computation)
+        read = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
+        dead = [n for n in model.graph.node if not any(o in read for o in n.output)]
+        if not dead:
+            break
+        for n in dead:
+            model.graph.node.remove(n)
+    read = {i for n in model.graph.node for i in n.input}
+    for init in [i for i in model.graph.initializer if i.name not in read]:
+        model.graph.initializer.remove(init)
+    return model
+
+
 @lru_cache(maxsize=1)
 def cuda_usable() -> bool:
     """True only when a CUDA driver really loads here (the onnxruntime-gpu wheel lists CUDA even without one)."""

@@ -147,11 +147,13 @@ def markdown(report: dict) -> str:
             r = bench.get(c)
             row.append("-" if r is None else f"{r['p50_ms']:.3f} ({r.get('speedup_vs_baseline', 1.0):.2f}x)")
         lines.append("| " + " | ".join(row) + " |")
-    notes = [f"- **{m['name']}** ({m['method']}): {m['note']}" for m in report["models"] if m.get("note")]
+    several = len({m["framework"] for m in report["models"]}) > 1
+    notes = [f"- **{m['name']}** ({m['framework'] + ', ' if several else ''}{m['method']}): {m['note']}"
+             for m in report["models"] if m.get("note")]
     if notes:
         lines += ["", "Notes:", "", *notes]
     skipped = sorted({f"{s['runtime']} {s['precision']}: {s['reason']}" for m in report["models"]
-                      for s in m.get("benchmarks_skipped", [])})
+                      for s in m.get("benchmarks_skipped", []) if s.get("applicable", True)})  # not: runtime can't run it
     if skipped:
         lines += ["", "Not measured here: " + "; ".join(skipped) + "."]
     from compression_pipeline import report_compare

@@ -282,7 +282,7 @@ def html_page(report: dict, images: dict[str, bytes]) -> str:
     env = report.get("environment") or {}
     cpu, gpu = env.get("cpu") or {}, env.get("gpu")
     skipped = sorted({f"{s['runtime']} {s['precision']}: {s['reason']}" for m in report["models"]
-                      for s in m.get("benchmarks_skipped", [])})
+                      for s in m.get("benchmarks_skipped", []) if s.get("applicable", True)})
     img = {k: f'<img alt="{k}" src="data:image/png;base64,{base64.b64encode(v).decode()}">' for k, v in images.items()}
     esc = html.escape
     parts = [

@@ -265,7 +265,7 @@ def benchmark(recipe: Recipe, store: ArtifactStore, deployable: Handle, model: H
         if runtime in runners:
             rows += runners[runtime]()
         else:
-            skipped.append({"runtime": runtime, "precision": "fp32",
+            skipped.append({"runtime": runtime, "precision": "fp32", "applicable": False,
                             "reason": f"{runtime} cannot run this model: a {deployable.info['framework']} model in "
                                       f"{deployable.info.get('form', fmt)} form"})
     name, fw = deployable.info["name"], deployable.info["framework"]
