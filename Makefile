@@ -9,7 +9,7 @@ export PYTHONUNBUFFERED := 1
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q -c constraints.txt -e '.[test,deploy,tensorflow]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[test,deploy]'
 	touch $@
 
 install: $(VENV)/.installed

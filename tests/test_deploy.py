@@ -64,7 +64,7 @@ def test_k8s_executor_gives_each_step_a_pod_and_each_benchmark_a_gpu(monkeypatch
         resources = get_user_defined_k8s_config(node.definition.tags).container_config.get("resources", {})
         gpus[node.name] = resources.get("limits", {}).get("nvidia.com/gpu")
     benchmarks = {n for n in gpus if n.endswith("_benchmark")}
-    assert len(benchmarks) == 13  # one per model of the default recipe
+    assert len(benchmarks) == 24  # one per model of the default recipe (13 PyTorch, 11 TensorFlow)
     assert {n for n, g in gpus.items() if g == "1"} == benchmarks
     assert all(g is None for n, g in gpus.items() if not n.endswith("_benchmark"))
 

@@ -101,7 +101,7 @@ def test_default_recipe_end_to_end(roots):
     names = {f"{m['framework']}_{m['name']}" for m in report["models"]}
     assert decision["chosen"] in names and set(decision["reasons"]) == names - {decision["chosen"]}
     assert "| pruned50_int8 | torch | quantize_static | pruned50 |" in md
-    assert "**sparse80** (prune_unstructured): storage only: no dense speedup" in md
+    assert "**sparse80** (torch, prune_unstructured): storage only: no dense speedup" in md
     assert "trained alone" in md
 
 
