@@ -71,13 +71,16 @@ def agreement(models: list[tuple[str, Path]], in_shape, batch_sizes, threads: in
           f"{rounds} alternating rounds, tolerance {TOLERANCE:.0%}):")
     print(f"  {'model':<24}{'batch':>6}{'harness':>11}{'plain':>11}{'ratio':>8}   per-round ratios")
     ok = True
+    from compression_pipeline import onnx_tools
+
     for label, path in models:
+        shape = onnx_tools.input_layout(path, in_shape[-2:])  # NCHW for PyTorch exports, NHWC for Keras ones
         for bs in batch_sizes:
             h, p = [], []
             for _ in range(rounds):
-                row = B.bench_onnx(path, in_shape, [bs], "cpu", threads, protocol, fp16=False)[0]
+                row = B.bench_onnx(path, shape, [bs], "cpu", threads, protocol, fp16=False)[0]
                 h.append(row["p50_ms"])
-                p.append(plain_p50(path, in_shape, bs, threads, protocol.warmup_runs, row["runs"]))
+                p.append(plain_p50(path, shape, bs, threads, protocol.warmup_runs, row["runs"]))
             ratio = statistics.median(h) / statistics.median(p)
             good = abs(ratio - 1) <= TOLERANCE
             ok &= good

@@ -53,7 +53,7 @@ def _speedup(model: dict, batch: int) -> float | None:
 
 def targets(report: dict) -> list[tuple[str, str, float | None, str, bool]]:
     """(variant, what, measured, target, met) for every target of the issue."""
-    m = {x["name"]: x for x in report["models"]}
+    m = {x["name"]: x for x in report["models"] if x["framework"] == "torch"}  # the issue's targets: PyTorch
     pp = lambda x: 100 * x["accuracy_drop"]
     rows = []
 
