@@ -65,14 +65,26 @@ def plot_batch(report: dict) -> int:
     return wanted if wanted in sizes else (sizes[0] if sizes else 1)
 
 
+def _grid(fig, n: int, cols: int = 2) -> list:
+    """``n`` panels (at least one), ``cols`` to a row: with two frameworks there are four runtimes, and one row of
+    four is too wide to read."""
+    cols = max(1, min(cols, n))
+    rows = -(-max(n, 1) // cols)
+    axes = list(fig.subplots(rows, cols, squeeze=False).flat)
+    for ax in axes[max(n, 1):]:
+        ax.set_visible(False)
+    return axes
+
+
 def accuracy_latency(report: dict) -> bytes:
     from matplotlib.ticker import MaxNLocator
 
     bs = plot_batch(report)
     panels = sorted({(rt, prec) for m in report["models"] for (rt, prec, b) in map(cell, m["benchmarks"]) if b == bs},
                     key=lambda p: (p[0], p[1] != "fp32", p[1]))  # fp32 first, then other precisions
-    fig = _figure(5.2 * max(len(panels), 1), 4.2)
-    axes = fig.subplots(1, max(len(panels), 1), squeeze=False)[0]
+    cols = min(2, max(len(panels), 1))
+    fig = _figure(6.5 * cols, 4.8 * -(-max(len(panels), 1) // cols))
+    axes = _grid(fig, len(panels))
     for ax, (rt, prec) in zip(axes, panels):
         pts, names = [], []
         for m in report["models"]:
@@ -89,7 +101,8 @@ def accuracy_latency(report: dict) -> bytes:
                        edgecolors="black" if name.endswith("_baseline") else "none",
                        label=None if label in labelled else label)
             labelled.add(label)
-            ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+            if on or name.endswith("_baseline") or len(pts) <= 12:  # a crowded panel names the front and baselines
+                ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
         if len(front) > 1:
             ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], color=FRONT, lw=1.2, ls="--",
                     drawstyle="steps-post", zorder=2)
@@ -136,8 +149,10 @@ def sizes(report: dict) -> bytes:
 def speedup(report: dict) -> bytes:
     models = report["models"]
     runtimes = sorted({r["runtime"] for m in models for r in m["benchmarks"]})
-    fig = _figure(max(6.0, 1.1 * len(models) + 2) * max(len(runtimes), 1) / 1.4, 4.2)
-    axes = fig.subplots(1, max(len(runtimes), 1), squeeze=False)[0]
+    per_panel = max([sum(any(r["runtime"] == rt for r in m["benchmarks"]) for m in models) for rt in runtimes] or [1])
+    cols = min(2, max(len(runtimes), 1))
+    fig = _figure(max(6.0, 0.55 * per_panel + 2) * cols, 4.8 * -(-max(len(runtimes), 1) // cols))
+    axes = _grid(fig, len(runtimes))
     for ax, rt in zip(axes, runtimes):
         series = sorted({(prec, bs) for m in models for (r, prec, bs) in map(cell, m["benchmarks"]) if r == rt},
                         key=lambda s: (s[0] != "fp32", s[0], s[1]))
