@@ -123,5 +123,9 @@ def test_make_run_config_runs_one_step_at_a_time(tmp_path):
 
     config = yaml.safe_load((PROJECT_ROOT / "deploy/run_serial.yaml").read_text())
     resolved = dg.validate_run_config(_defs(tmp_path).resolve_job_def("digits_recompress"), config)
-    assert resolved["execution"]["multi_or_in_process_executor"]["multiprocess"]["max_concurrent"] == 1
+    multiprocess = resolved["execution"]["multi_or_in_process_executor"]["multiprocess"]
+    assert multiprocess["max_concurrent"] == 1
+    # steps fork from a server with the code location imported (faster starts), never with a framework loaded
+    preload = multiprocess["start_method"]["forkserver"]["preload_modules"]
+    assert "compression_pipeline.definitions" in preload and not {"torch", "tensorflow"} & set(preload)
     assert "-c deploy/run_serial.yaml" in (PROJECT_ROOT / "Makefile").read_text()
