@@ -182,22 +182,32 @@ def export_torch(recipe: Recipe, store: ArtifactStore, model: Handle, splits_h: 
         onnx_tools.export_torch(module, spec, slot.path)
     facts, logits = _onnx_facts(store, slot.artifact, parts, recipe.dataset.image_shape, _device(recipe), threads)
     ref = train.predict(module, parts["X_test"], recipe.dataset.image_shape)
+    return export_handle(recipe, model, slot.artifact, "onnx", facts, logits, ref, baseline_export, "ONNX Runtime")
+
+
+def export_handle(recipe: Recipe, model: Handle, artifact, form: str, facts: dict, logits: np.ndarray,
+                  ref: np.ndarray, baseline_export: Handle | None, runtime: str) -> Handle:
+    """The handle of an export (ONNX or TFLite) of any framework's model: parity of its ``logits`` with the source
+    model's ``ref``, and its accuracy gate (the floor for the baseline, the drop against the baseline's export
+    otherwise), measured with ``runtime``."""
     diff = float(np.abs(logits - ref).max())
     agree = float((logits.argmax(1) == ref.argmax(1)).mean())
     # The model's own facts (method, config, parent, MACs, seed, versions, notes...) travel with its export; what
     # is measured again on the exported file (accuracy, params, sizes) is replaced.
     carried = {k: v for k, v in model.info.items() if k not in _REMEASURED}
-    info = {**carried, "form": "onnx", "source_model": model.artifact.path, "source_accuracy": model.info["accuracy"],
+    info = {**carried, "form": form, "source_model": model.artifact.path, "source_accuracy": model.info["accuracy"],
             "source_accuracy_runtime": model.info["accuracy_runtime"], **facts, "parity_max_abs_diff": diff}
-    gates = [G.parity(diff, recipe.gates.parity_atol, agree)]
+    gates = [G.parity(diff, recipe.gates.parity_atol, agree, runtime, f"the {model.info['framework']} model")]
+    name, measured_with = model.info["name"], facts["accuracy_runtime"]
     if baseline_export is None:
         info["baseline_accuracy"] = facts["accuracy"]
-        gates.append(G.accuracy_floor(facts["accuracy"], recipe.gates.accuracy_floor, "onnxruntime"))
+        gates.append(G.accuracy_floor(facts["accuracy"], recipe.gates.accuracy_floor, measured_with))
     else:
         info["baseline_accuracy"] = baseline_export.info["accuracy"]
-        gates.append(G.accuracy_drop(facts["accuracy"], info["baseline_accuracy"], recipe.tolerance(name), "onnxruntime"))
+        gates.append(G.accuracy_drop(facts["accuracy"], info["baseline_accuracy"], recipe.tolerance(name),
+                                     measured_with))
     info.update(_drops(info))
-    return _gated(Handle(artifact=slot.artifact, info=info), gates)
+    return _gated(Handle(artifact=artifact, info=info), gates)
 
 
 _REMEASURED = ("form", "accuracy", "accuracy_runtime", "accuracy_drop", "accuracy_drop_relative", "params",

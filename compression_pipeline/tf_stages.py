@@ -8,7 +8,6 @@ TFLite (run by LiteRT), each export with a parity check against the Keras model.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import time
@@ -19,18 +18,15 @@ import numpy as np
 from compression_pipeline import gates as G
 from compression_pipeline.artifacts import ArtifactStore, Handle
 from compression_pipeline.recipe import Recipe
-from compression_pipeline.stages import _REMEASURED, _compact_bytes, _drops, _gated, _onnx_facts, _splits, gzip_bytes
+from compression_pipeline.stages import _compact_bytes, _drops, _gated, _onnx_facts, _splits, export_handle, gzip_bytes
 
 
 def set_threads(threads: int | None) -> None:
-    """TensorFlow's intra-op threads (None: one per core). TF takes them only before it starts its runtime: a step
-    process sets them first thing; in a process where TF already runs, the running value stays."""
-    import tensorflow as tf
+    """TensorFlow's threads for a training or export step (None: one per core), set before TF starts its runtime:
+    a step process does it first thing; in a process where TF already runs, the running value stays."""
+    from compression_pipeline.benchmark_tf import configure_threads
 
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(threads or os.cpu_count() or 1)
-    except RuntimeError:
-        pass
+    configure_threads(threads, inter_op=None)
 
 
 def _context(recipe: Recipe, parts: dict, threads, log):
@@ -38,6 +34,16 @@ def _context(recipe: Recipe, parts: dict, threads, log):
 
     return Context(splits=parts, image_shape=recipe.dataset.image_shape, seed=recipe.dataset.seed, threads=threads,
                    log=log)
+
+
+def _method_inputs(recipe: Recipe, store: ArtifactStore, name: str, parent: Handle, splits_h: Handle, threads):
+    """What a tensorflow-form method needs: its variant, implementation, the splits and the parent Keras model."""
+    from compression_pipeline.methods import get_method
+
+    set_threads(threads)
+    variant = recipe.variants[name]
+    model, spec = _load(store, parent)
+    return variant, get_method(variant.method).impls["tensorflow"], _splits(store, splits_h), model, spec
 
 
 def _load(store: ArtifactStore, handle: Handle):
@@ -69,13 +75,8 @@ def keras_variant(recipe: Recipe, store: ArtifactStore, name: str, parent: Handl
                   threads: int | None = None, log=None) -> Handle:
     """A Keras-native method (pruning, low rank, distillation) on the parent Keras model; gated on TF accuracy."""
     from compression_pipeline import keras_backend as K
-    from compression_pipeline.methods import get_method
 
-    set_threads(threads)
-    variant = recipe.variants[name]
-    impl = get_method(variant.method).impls["tensorflow"]
-    parts = _splits(store, splits_h)
-    model, spec = _load(store, parent)
+    variant, impl, parts, model, spec = _method_inputs(recipe, store, name, parent, splits_h, threads)
     t0 = time.perf_counter()
     model, spec, method_info = impl(model, spec, variant.config, _context(recipe, parts, threads, log))
     compress_s = time.perf_counter() - t0
@@ -122,7 +123,7 @@ def export_onnx(recipe: Recipe, store: ArtifactStore, model_h: Handle, splits_h:
     facts, logits = _onnx_facts(store, slot.artifact, parts, recipe.dataset.image_shape,
                                 "cpu" if recipe.benchmark.device == "cpu" else "auto", threads)
     ref = K.predict_keras(model, parts["X_test"], recipe.dataset.image_shape)
-    return _export_handle(recipe, model_h, slot.artifact, "onnx", facts, logits, ref, baseline_export, "ONNX Runtime")
+    return export_handle(recipe, model_h, slot.artifact, "onnx", facts, logits, ref, baseline_export, "ONNX Runtime")
 
 
 def export_tflite(recipe: Recipe, store: ArtifactStore, model_h: Handle, splits_h: Handle,
@@ -139,26 +140,7 @@ def export_tflite(recipe: Recipe, store: ArtifactStore, model_h: Handle, splits_
     facts, logits = _tflite_facts(store, slot.artifact, parts, recipe.dataset.image_shape, threads)
     facts.update(params=model_h.info["params"], nonzero_params=model_h.info["nonzero_params"])
     ref = K.predict_keras(model, parts["X_test"], recipe.dataset.image_shape)
-    return _export_handle(recipe, model_h, slot.artifact, "tflite", facts, logits, ref, baseline_export, "LiteRT")
-
-
-def _export_handle(recipe, model_h, artifact, form, facts, logits, ref, baseline_export, runtime) -> Handle:
-    diff = float(np.abs(logits - ref).max())
-    agree = float((logits.argmax(1) == ref.argmax(1)).mean())
-    carried = {k: v for k, v in model_h.info.items() if k not in _REMEASURED}
-    info = {**carried, "form": form, "source_model": model_h.artifact.path, "source_accuracy": model_h.info["accuracy"],
-            "source_accuracy_runtime": model_h.info["accuracy_runtime"], **facts, "parity_max_abs_diff": diff}
-    gates = [G.parity(diff, recipe.gates.parity_atol, agree, runtime, "the Keras model")]
-    name = model_h.info["name"]
-    if baseline_export is None:
-        info["baseline_accuracy"] = facts["accuracy"]
-        gates.append(G.accuracy_floor(facts["accuracy"], recipe.gates.accuracy_floor, facts["accuracy_runtime"]))
-    else:
-        info["baseline_accuracy"] = baseline_export.info["accuracy"]
-        gates.append(G.accuracy_drop(facts["accuracy"], info["baseline_accuracy"], recipe.tolerance(name),
-                                     facts["accuracy_runtime"]))
-    info.update(_drops(info))
-    return _gated(Handle(artifact=artifact, info=info), gates)
+    return export_handle(recipe, model_h, slot.artifact, "tflite", facts, logits, ref, baseline_export, "LiteRT")
 
 
 def _tflite_facts(store, art, parts, image_shape, threads) -> tuple[dict, np.ndarray]:
@@ -176,13 +158,8 @@ def tflite_variant(recipe: Recipe, store: ArtifactStore, name: str, parent: Hand
     """A method that turns the parent Keras model into a TFLite file (post-training quantization); gated on its
     LiteRT accuracy against the TensorFlow baseline's deployed accuracy."""
     from compression_pipeline import environment
-    from compression_pipeline.methods import get_method
 
-    set_threads(threads)
-    variant = recipe.variants[name]
-    impl = get_method(variant.method).impls["tensorflow"]
-    parts = _splits(store, splits_h)
-    model, _ = _load(store, parent)
+    variant, impl, parts, model, _ = _method_inputs(recipe, store, name, parent, splits_h, threads)
     t0 = time.perf_counter()
     with store.writing(f"{recipe.name}/tensorflow_{name}", "tflite", "tflite", "tensorflow") as slot:
         method_info = impl(model, slot.path, variant.config, _context(recipe, parts, threads, None))

@@ -44,15 +44,17 @@ def distill(module, spec, config: Distill, ctx: TorchContext):
                               log=ctx.log)
         acc = train.accuracy(train.predict(student, ctx.splits["X_test"], ctx.image_shape), ctx.splits["y_test"])
         runs[label] = (student, acc, history)
-    student, acc, history = runs["distilled"]
-    teacher_params, _ = zoo.count_params(module)
-    student_params, _ = zoo.count_params(student)
+    return runs["distilled"][0], s_spec, result(runs, zoo.count_params(module)[0],
+                                                zoo.count_params(runs["distilled"][0])[0], config, ctx.seed, "torch")
+
+
+def result(runs: dict, teacher_params: int, student_params: int, config: Distill, seed: int, runtime: str) -> dict:
+    """The method's facts from ``runs`` ({"distilled" | "alone": (student, accuracy, history)}), either framework."""
+    acc, history = runs["distilled"][1], runs["distilled"][2]
     alone_acc = runs["alone"][1]
     ablation = {"distilled_accuracy": acc, "student_alone_accuracy": alone_acc, "gain": acc - alone_acc,
-                "runtime": "torch", "epochs": config.epochs, "seed": ctx.seed,
-                "alone_history": runs["alone"][2]}
-    return student, s_spec, {"teacher_params": teacher_params, "student_params": student_params,
-                             "student_params_ratio": student_params / teacher_params, "ablation": ablation,
-                             "history": history,
-                             "note": f"distilled {acc:.4f} vs the same student trained alone {alone_acc:.4f} "
-                                     f"({100 * (acc - alone_acc):+.2f} pp, torch, same seed and epochs)"}
+                "runtime": runtime, "epochs": config.epochs, "seed": seed, "alone_history": runs["alone"][2]}
+    return {"teacher_params": teacher_params, "student_params": student_params,
+            "student_params_ratio": student_params / teacher_params, "ablation": ablation, "history": history,
+            "note": f"distilled {acc:.4f} vs the same student trained alone {alone_acc:.4f} "
+                    f"({100 * (acc - alone_acc):+.2f} pp, {runtime}, same seed and epochs)"}

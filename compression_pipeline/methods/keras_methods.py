@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from compression_pipeline.methods.distill import Distill
+from compression_pipeline.methods.distill import Distill, result
 from compression_pipeline.methods.finetune import FineTune
-from compression_pipeline.methods.low_rank import LowRank, check_reduces
+from compression_pipeline.methods.low_rank import LowRank, plan_layer, summary
 from compression_pipeline.methods.pruning import UNSTRUCTURED_NOTE, PruneUnstructured
 from compression_pipeline.methods.registry import Context, register
 
@@ -56,13 +56,6 @@ def prune_unstructured(model, spec, config: PruneUnstructured, ctx: Context):
     return model, spec, {"weight_sparsity": zeros / magnitudes.size, "note": UNSTRUCTURED_NOTE, **info}
 
 
-def _rank_for(s: np.ndarray, config: LowRank) -> int:
-    if config.rank is not None:
-        return min(config.rank, len(s))
-    share = np.cumsum(s ** 2) / (s ** 2).sum()
-    return int((share < config.energy - 1e-12).sum()) + 1
-
-
 def _layer_params(layer) -> int:
     return sum(part.count_params() for part in (layer if isinstance(layer, tuple) else (layer,)))
 
@@ -72,24 +65,21 @@ def low_rank(model, spec, config: LowRank, ctx: Context):
     """Truncated SVD of Dense fc layers. A Keras kernel is (in x out), the transpose of PyTorch's weight: the
     rank-r kernel U_r S_r V_r^T becomes Dense(r) with kernel U_r sqrt(S_r), then Dense(out) with sqrt(S_r) V_r^T
     and the original bias; facts and shapes are reported as (out, in), like the PyTorch implementation."""
-    from compression_pipeline import keras_backend as K, zoo
+    from compression_pipeline import keras_backend as K
 
     old = K.named_layers(model)
     ranks, factors, facts = list(spec.linear_ranks), {}, []
     for name in config.layers:
         kernel, bias = K.dense_kernel(old[name])
         u, s, vh = np.linalg.svd(kernel.astype(np.float64), full_matrices=False)
-        r = _rank_for(s, config)
         n_in, n_out = kernel.shape
-        check_reduces(name, n_out, n_in, r, config)
+        fact = plan_layer(name, n_out, n_in, s, config, _layer_params(old[name]), bias is not None)
+        r = fact["rank"]
         root = np.sqrt(s[:r])
         factors[name] = ((u[:, :r] * root[None, :]).astype(np.float32),  # A: in x r
                          (root[:, None] * vh[:r]).astype(np.float32), bias)  # B: r x out
         ranks[int(name[-1]) - 1] = r
-        facts.append({"layer": name, "shape": [n_out, n_in], "rank": r,
-                      "energy_retained": float((s[:r] ** 2).sum() / (s ** 2).sum()),
-                      "params_before": _layer_params(old[name]),
-                      "params_after": r * (n_in + n_out) + (n_out if bias is not None else 0)})
+        facts.append(fact)
     new_spec = spec.model_validate({**spec.model_dump(), "linear_ranks": tuple(ranks)})
     new = K.build_keras(new_spec)
     for name, layer in K.named_layers(new).items():
@@ -104,15 +94,7 @@ def low_rank(model, spec, config: LowRank, ctx: Context):
             layer.set_weights(old[name].get_weights())
     ctx.say("low_rank: " + ", ".join(f"{f['layer']} rank {f['rank']} ({f['energy_retained']:.1%} energy)"
                                      for f in facts))
-    info = finetune_keras(new, config, ctx, teacher=model)
-    before, after = sum(f["params_before"] for f in facts), sum(f["params_after"] for f in facts)
-    # As in PyTorch: a dense layer's MACs per sample equal its weight count; the model's MACs come from its spec.
-    share = sum(f["shape"][0] * f["shape"][1] for f in facts) / zoo.count_macs(spec)
-    note = (f"{'+'.join(f['layer'] for f in facts)}: {after / before:.2f}x parameters; those layers do {share:.0%} "
-            f"of the model's MACs, so expect at most a {1 / (1 - share * (1 - after / before)):.2f}x speedup")
-    return new, new_spec, {"factorized": facts, "factorized_params_before": before, "factorized_params_after": after,
-                           "factorized_params_ratio": after / before, "factorized_macs_share": share, "note": note,
-                           **info}
+    return new, new_spec, summary(facts, spec, finetune_keras(new, config, ctx, teacher=model))
 
 
 @register("distill", Distill)("tensorflow")
@@ -132,15 +114,6 @@ def distill(model, spec, config: Distill, ctx: Context):
                                 alpha=config.alpha)
         acc = K.accuracy(K.predict_keras(student, ctx.splits["X_test"], ctx.image_shape), ctx.splits["y_test"])
         runs[label] = (student, acc, history)
-    student, acc, history = runs["distilled"]
-    teacher_params, _ = K.count_params(model)
-    student_params, _ = K.count_params(student)
-    alone_acc = runs["alone"][1]
-    ablation = {"distilled_accuracy": acc, "student_alone_accuracy": alone_acc, "gain": acc - alone_acc,
-                "runtime": "tensorflow", "epochs": config.epochs, "seed": ctx.seed,
-                "alone_history": runs["alone"][2]}
-    return student, s_spec, {"teacher_params": teacher_params, "student_params": student_params,
-                             "student_params_ratio": student_params / teacher_params, "ablation": ablation,
-                             "history": history,
-                             "note": f"distilled {acc:.4f} vs the same student trained alone {alone_acc:.4f} "
-                                     f"({100 * (acc - alone_acc):+.2f} pp, tensorflow, same seed and epochs)"}
+    return runs["distilled"][0], s_spec, result(runs, K.count_params(model)[0],
+                                                K.count_params(runs["distilled"][0])[0], config, ctx.seed,
+                                                "tensorflow")
