@@ -1,4 +1,4 @@
-# The two commands of the README: `make run` (materialize the default family) and `make test`.
+# The two commands of the README: `make run` (materialize the default family) and `make test` (the tests).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 FAMILY ?= digits
@@ -14,11 +14,10 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 install: $(VENV)/.installed
 
-# Materialize every asset of the family through Dagster on the persistent instance in dagster_home/
-# (the runs then show in the UI), then print the comparison table and the report paths.
+# Materialize every asset of the family through Dagster on the persistent instance in dagster_home/ (the runs then
+# show in the UI): one line per step, then a summary with the comparison table and the report paths.
 run: install
-	$(VENV)/bin/dagster job execute -m compression_pipeline.definitions -j $(FAMILY)_recompress -c deploy/run_serial.yaml
-	$(PY) -m compression_pipeline report $(FAMILY)
+	$(PY) -m compression_pipeline run $(FAMILY)
 
 report: install
 	$(PY) -m compression_pipeline report $(FAMILY)
@@ -27,7 +26,11 @@ report: install
 resume: install
 	$(PY) -m compression_pipeline resume $(RUN)
 
+# The whole suite on a fresh machine: first what the tests need beyond Python (a PostgreSQL server, Debian's
+# chromium: installed with apt when missing, started when down), then the linter, then pytest.
 test: install
+	scripts/test_services.sh
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
 
 # The Dagster UI (webserver + daemon: schedules and automation) on 127.0.0.1:3000. It listens on loopback

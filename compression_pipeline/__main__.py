@@ -1,9 +1,10 @@
-"""Command line: ``python -m compression_pipeline report <family>`` prints a family's comparison table;
-``python -m compression_pipeline resume <run_id>`` re-executes a failed run from its failure.
-``python -m compression_pipeline lineage <family>/<asset>`` prints where an asset came from.
+"""Command line (``python -m compression_pipeline ...``):
 
-Materializing is Dagster's job (``dagster job execute -j <family>_recompress`` or the UI); ``report`` and
-``lineage`` only read what the runs wrote, so they are cheap and never retrain anything.
+- ``run <family>`` materializes the family through Dagster on the instance in $DAGSTER_HOME (what ``make run``
+  does), with one progress line per step and a summary (``orchestration/launch.py``);
+- ``report <family>`` prints a family's comparison table; ``lineage <family>/<asset>`` where an asset came from:
+  both only read what the runs wrote, so they are cheap and never retrain anything;
+- ``resume <run_id>`` re-executes a failed run from its failure.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ def report(family: str) -> int:
     md = folder / "report.md"
     if not md.is_file():
         print(f"no report for family {family!r} under {folder}: materialize it first "
-              f"(make run, or `dagster job execute -m compression_pipeline.definitions -j {family}_recompress`)",
+              f"(make run FAMILY={family}, or `python -m compression_pipeline run {family}`)",
               file=sys.stderr)
         return 1
     print(md.read_text())
@@ -69,9 +70,20 @@ def lineage(asset: str, as_json: bool) -> int:
     return 0 if steps[0].kind != "missing" else 1
 
 
+def run(family: str, benchmarks: bool = True) -> int:
+    os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / "dagster_home"))  # the same default as `make run`
+    from compression_pipeline.orchestration.launch import launch
+
+    return launch(family, benchmarks=benchmarks)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m compression_pipeline")
     sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="materialize a family through Dagster, with progress and a summary")
+    p.add_argument("family", nargs="?", default="digits")
+    p.add_argument("--no-benchmarks", action="store_true",
+                   help="the data, models and exports only (each gated): no benchmarks, report or candidate")
     p = sub.add_parser("report", help="print a family's comparison table and the paths of its report files")
     p.add_argument("family", nargs="?", default="digits")
     p = sub.add_parser("resume", help="re-execute a failed run from its failure (the steps that succeeded are kept)")
@@ -81,6 +93,8 @@ def main(argv=None) -> int:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args(argv)
     try:
+        if args.command == "run":
+            return run(args.family, benchmarks=not args.no_benchmarks)
         if args.command == "report":
             return report(args.family)
         if args.command == "resume":

@@ -25,9 +25,9 @@ import resource
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -52,16 +52,20 @@ class Timing:
     measured_s: float
 
 
-def timed(fn: Callable[[], object], protocol: Protocol) -> Timing:
+def timed(fn: Callable[[], object], protocol: Protocol, warm_s: float = 0.0) -> Timing:
     """Call ``fn`` until warm (count and time), then time it until both the run count and the time are reached.
 
-    ``fn`` must block until its result is ready (synchronize on a GPU).
+    ``fn`` must block until its result is ready (synchronize on a GPU). The count is per cell (a new batch size
+    has its own first calls: allocations, kernel choices); the time is per session: ``warm_s`` is how long this
+    session has already run in earlier cells (their warm-up and measurement), which counts towards it, since what
+    the time-based warm-up waits for (clock frequency, caches, the runtime's thread pool and allocator growing to
+    their steady state) is the process's and the session's, not the batch size's.
     """
     start = time.perf_counter()
     fn()
     first = (time.perf_counter() - start) * 1e3
     n = 1
-    while n < protocol.warmup_runs or time.perf_counter() - start < protocol.warmup_s:
+    while n < protocol.warmup_runs or warm_s + time.perf_counter() - start < protocol.warmup_s:
         fn()
         n += 1
     warm_s = time.perf_counter() - start
@@ -82,13 +86,14 @@ def measure(fn: Callable[[], object], protocol: Protocol) -> np.ndarray:
 def summarize(samples_ms: np.ndarray, batch_size: int) -> dict:
     p50, p90, p95, p99 = np.percentile(samples_ms, [50, 90, 95, 99])
     return {"p50_ms": float(p50), "p90_ms": float(p90), "p95_ms": float(p95), "p99_ms": float(p99),
-            "mean_ms": float(samples_ms.mean()), "std_ms": float(samples_ms.std()), "runs": int(len(samples_ms)),
+            "mean_ms": float(samples_ms.mean()), "std_ms": float(samples_ms.std()), "runs": len(samples_ms),
             "throughput": float(batch_size * 1e3 / samples_ms.mean())}
 
 
-def _timing_fields(t: Timing, batch_size: int) -> dict:
+def _timing_fields(t: Timing, batch_size: int, warm_s: float = 0.0) -> dict:
     return {**summarize(t.samples_ms, batch_size), "first_call_ms": t.first_call_ms, "warmup_runs": t.warmup_calls,
-            "warmup_s": t.warmup_s, "measured_s": t.measured_s, "samples_ms": t.samples_ms.tolist()}
+            "warmup_s": t.warmup_s, "session_warm_s": warm_s, "measured_s": t.measured_s,
+            "samples_ms": t.samples_ms.tolist()}
 
 
 # --- threads and memory ---------------------------------------------------------------------------------------
@@ -229,7 +234,7 @@ def _onnx_cells(sess, in_shape, batch_sizes, threads, protocol, load_s, precisio
     provider = sess.get_providers()[0]
     on_gpu = provider != "CPUExecutionProvider"
     name, out_name = sess.get_inputs()[0].name, sess.get_outputs()[0].name
-    rows = []
+    rows, warm = [], 0.0
     for bs in batch_sizes:
         x = _inputs(in_shape, bs)
         gpu = {}
@@ -249,12 +254,13 @@ def _onnx_cells(sess, in_shape, batch_sizes, threads, protocol, load_s, precisio
             else:
                 def call():
                     sess.run([out_name], {name: x})
-            t = timed(call, protocol)
+            t = timed(call, protocol, warm)
         if on_gpu:
             gpu["peak_device_mb"], gpu["peak_device_scope"] = _process_device_mb()
         rows.append({"runtime": "onnxruntime", "provider": provider, "device": "cuda" if on_gpu else "cpu",
                      "precision": precision, "batch_size": bs, "threads": threads, "load_s": load_s,
-                     "io_binding": on_gpu, **extra, **gpu, **_timing_fields(t, bs), **mem.fields})
+                     "io_binding": on_gpu, **extra, **gpu, **_timing_fields(t, bs, warm), **mem.fields})
+        warm += t.warmup_s + t.measured_s
     return rows
 
 
@@ -292,7 +298,7 @@ def bench_torch(module, in_shape, batch_sizes, device: str, threads: int | None,
     rows = []
     for precision, dtype in precisions:
         m = module if dtype == torch.float32 else _half_copy(module)
-        diff = {}
+        diff, warm = {}, 0.0
         if dtype != torch.float32:  # timings only: say how far the fp16 logits move from fp32
             x = torch.from_numpy(_inputs(in_shape, max(batch_sizes))).to(dev)
             with torch.inference_mode():
@@ -313,13 +319,14 @@ def bench_torch(module, in_shape, batch_sizes, device: str, threads: int | None,
                     if use_cuda:
                         torch.cuda.synchronize()
 
-                t = timed(call, protocol)
+                t = timed(call, protocol, warm)
             if use_cuda:
                 gpu["peak_device_mb"] = torch.cuda.max_memory_allocated() / 2 ** 20
                 gpu["peak_device_scope"] = "torch allocator"
             rows.append({"runtime": "torch", "provider": "cuda" if use_cuda else "cpu", "device": dev.type,
                          "precision": precision, "batch_size": bs, "threads": torch.get_num_threads(),
-                         "load_s": load_s, **gpu, **diff, **_timing_fields(t, bs), **mem.fields})
+                         "load_s": load_s, **gpu, **diff, **_timing_fields(t, bs, warm), **mem.fields})
+            warm += t.warmup_s + t.measured_s
     return rows
 
 

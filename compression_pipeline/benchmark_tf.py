@@ -28,8 +28,16 @@ from pathlib import Path
 
 import numpy as np
 
-from compression_pipeline.benchmark import (FP16_CPU_REASON, HostPeak, Protocol, _copy_ms, _inputs, _timing_fields,
-                                            resolve_threads, timed)
+from compression_pipeline.benchmark import (
+    FP16_CPU_REASON,
+    HostPeak,
+    Protocol,
+    _copy_ms,
+    _inputs,
+    _timing_fields,
+    resolve_threads,
+    timed,
+)
 
 
 # --- TensorFlow -------------------------------------------------------------------------------------------------
@@ -116,7 +124,7 @@ def bench_tensorflow(model, in_shape, batch_sizes, device: str, threads: int | N
         with tf.device(dev):
             fns[precision] = tf.function(lambda x, m=m: m(x, training=False), input_signature=spec,
                                          jit_compile=jit)
-        fn, diff = fns[precision], {}
+        fn, diff, warm = fns[precision], {}, 0.0
         if precision != "fp32":  # timings only: say how far the fp16 logits move from fp32
             with tf.device(dev):
                 x = tf.constant(_inputs(in_shape, max(batch_sizes)))
@@ -143,14 +151,15 @@ def bench_tensorflow(model, in_shape, batch_sizes, device: str, threads: int | N
                     with tf.device(dev):
                         fn(x).numpy()  # blocks until the logits are on the host
 
-                t = timed(call, protocol)
+                t = timed(call, protocol, warm)
             if use_gpu:
                 gpu["peak_device_mb"] = tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2 ** 20
                 gpu["peak_device_scope"] = "tf allocator"
             rows.append({"runtime": "tensorflow", "provider": "cuda" if use_gpu else "cpu",
                          "device": "cuda" if use_gpu else "cpu", "precision": precision, "batch_size": bs,
-                         "threads": n_threads, "load_s": load_s, **extra, **gpu, **diff, **_timing_fields(t, bs),
-                         **mem.fields})
+                         "threads": n_threads, "load_s": load_s, **extra, **gpu, **diff,
+                         **_timing_fields(t, bs, warm), **mem.fields})
+            warm += t.warmup_s + t.measured_s
     return rows
 
 
@@ -190,7 +199,7 @@ def bench_tflite(path: Path, in_shape, batch_sizes, threads: int | None, protoco
     load_s = measured_load if load_s is None else load_s
     if skipped is not None:
         skipped.append({"runtime": "tflite", "precision": "fp16", "reason": TFLITE_FP16_REASON})
-    rows = []
+    rows, warm = [], 0.0
     for bs in batch_sizes:
         x = _inputs(in_shape, bs)
         with HostPeak() as mem:
@@ -203,8 +212,9 @@ def bench_tflite(path: Path, in_shape, batch_sizes, threads: int | None, protoco
                 interp.invoke()
                 interp.get_tensor(out["index"]).copy()
 
-            t = timed(call, protocol)
+            t = timed(call, protocol, warm)
         rows.append({"runtime": "tflite", "provider": _tflite_provider(nodes), "device": "cpu",
                      "precision": "fp32", "batch_size": bs, "threads": n_threads, "load_s": load_s,
-                     "delegated_nodes": nodes, **_timing_fields(t, bs), **mem.fields})
+                     "delegated_nodes": nodes, **_timing_fields(t, bs, warm), **mem.fields})
+        warm += t.warmup_s + t.measured_s
     return rows

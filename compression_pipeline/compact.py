@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import zlib
 import struct
+import zlib
 
 import numpy as np
 
@@ -62,7 +62,7 @@ def encode(state: dict[str, np.ndarray], clustered: dict[str, int], meta: dict |
             codebook, idx = np.unique(values, return_inverse=True)
             if len(codebook) > 2 ** bits:
                 raise ValueError(f"{name} has {len(codebook)} distinct nonzero values; more than 2^{bits}")
-            entry.update(encoding="codebook", bits=bits, sparse=bool(sparse), count=int(len(values)),
+            entry.update(encoding="codebook", bits=bits, sparse=bool(sparse), count=len(values),
                          codebook=add(codebook.astype(np.float32).tobytes()),
                          indices=add(_pack_indices(idx.astype(np.uint32), bits)))
             if sparse:
@@ -87,7 +87,7 @@ def decode(blob: bytes) -> tuple[dict[str, np.ndarray], dict]:
         raise CompactFormatError(f"truncated or corrupt compact file ({type(e).__name__}: {e})") from None
     if hashlib.sha256(payload).hexdigest() != header.get("sha256"):
         raise CompactFormatError("compact file payload does not match its sha256 (corrupt)")
-    get = lambda span: payload[span[0]: span[0] + span[1]]  # noqa: E731
+    get = lambda span: payload[span[0]: span[0] + span[1]]
     state = {}
     for e in header["tensors"]:
         shape, n = tuple(e["shape"]), int(np.prod(e["shape"], dtype=np.int64))

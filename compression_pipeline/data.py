@@ -64,6 +64,15 @@ def load_raw(dataset, data_root: str | Path) -> tuple[np.ndarray, np.ndarray, st
     return X.astype(np.float64), y.astype(np.int64), name
 
 
+BUILTIN_ROWS = {"sklearn_digits": 1797}
+
+
+def known_test_rows(dataset) -> int | None:
+    """The test split's size when it is known without reading any file (a built-in dataset), else None."""
+    n = BUILTIN_ROWS.get(dataset.source)
+    return None if n is None else math.ceil(dataset.split.test * n)
+
+
 def source_path(dataset, data_root: str | Path) -> Path:
     """The file or folder a file-based dataset is read from: inside the data root, and present."""
     if not getattr(dataset, "path", None):

@@ -7,8 +7,8 @@ import os
 import dagster as dg
 
 from compression_pipeline.errors import PipelineError
-from compression_pipeline.orchestration.resources import HandleIOManager, PipelineResource
 from compression_pipeline.orchestration.family import family_definitions
+from compression_pipeline.orchestration.resources import HandleIOManager, PipelineResource
 from compression_pipeline.recipe import load_recipes
 from compression_pipeline.settings import Settings
 
@@ -42,7 +42,8 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
         assets=assets, jobs=jobs, schedules=schedules, executor=_executor(),
         sensors=[dg.AutomationConditionSensorDefinition("automation", target=dg.AssetSelection.all() | observed,
                                                         default_status=dg.DefaultSensorStatus.RUNNING), *sensors],
-        resources={"pipeline": PipelineResource(artifact_root=root, data_root=str(settings.data_root)),
+        resources={"pipeline": PipelineResource(artifact_root=root, data_root=str(settings.data_root),
+                                                threads=settings.threads),
                    "handles": HandleIOManager(artifact_root=root)},
     )
 

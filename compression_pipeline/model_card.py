@@ -5,8 +5,17 @@ from __future__ import annotations
 
 import json
 
-from compression_pipeline.report import cell_label, cell
+from compression_pipeline.report import cell, cell_label
 from compression_pipeline.select import Decision, model_key
+
+
+def _interval(m: dict) -> str:
+    ci = m.get("accuracy_drop_ci")
+    if not ci:
+        return ""
+    conf = 100 * (m.get("accuracy_drop_confidence") or 0.95)
+    return (f", {conf:.0f}% CI {100 * ci[0]:+.2f} .. {100 * ci[1]:+.2f} points from the paired predictions "
+            f"({m.get('images_worse')} images worse, {m.get('images_better')} better than the baseline)")
 
 
 def render(report: dict, decision: Decision, data: dict, artifact: dict) -> str:
@@ -23,8 +32,8 @@ def render(report: dict, decision: Decision, data: dict, artifact: dict) -> str:
              f"- copied from: `{m['artifact']}`", "",
              "## Data", "",
              f"- source: {ds.get('source', '?')}" + (f" (`{ds['path']}`)" if ds.get("path") else ""),
-             f"- image shape {ds.get('image_shape')}, classes {ds.get('classes')}, pixels scaled by "
-             f"1/{ds.get('value_max')}",
+             (f"- image shape {ds.get('image_shape')}, classes {ds.get('classes')}, pixels scaled by "
+             f"1/{ds.get('value_max')}"),
              f"- split: {ds.get('split')} (stratified, seed {ds.get('seed')}); rows: {data.get('rows')}",
              f"- splits artifact sha256: `{data.get('sha256', '?')}`", "",
              "## Lineage (parent chain)", "",
@@ -41,13 +50,14 @@ def render(report: dict, decision: Decision, data: dict, artifact: dict) -> str:
                                                             "config": m.get("config", {}), "tolerance": tol},
                                                            indent=1, sort_keys=True), "```", "",
               "## Accuracy", "",
-              f"- test accuracy {m['accuracy']:.4f} measured with {m['accuracy_runtime']} on this artifact; "
+              f"- test accuracy {m['accuracy']:.4f} measured with {m['accuracy_runtime']} on this artifact"
+              + (f" ({m['test_samples']} test images)" if m.get("test_samples") else "") + "; "
               f"baseline {m['baseline_accuracy']:.4f}; drop {100 * m['accuracy_drop']:+.2f} points "
-              f"({100 * m['accuracy_drop_relative']:+.2f} % relative)"]
+              f"({100 * m['accuracy_drop_relative']:+.2f} % relative)" + _interval(m)]
     lines += [f"- gate `{g['name']}`: {'passed' if g['passed'] else 'FAILED'}: {g['description']}"
               for g in m.get("gates", [])]
-    lines += ["", "## Latency", "", "| cell | provider | p50 ms | p90 ms | p95 ms | p99 ms | mean ms | std ms | "
-              "samples/s | speedup vs baseline |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += ["", "## Latency", "", ("| cell | provider | p50 ms | p90 ms | p95 ms | p99 ms | mean ms | std ms | "
+              "samples/s | speedup vs baseline |"), "|---|---|---|---|---|---|---|---|---|---|"]
     for r in m["benchmarks"]:
         lines.append(f"| {cell_label(cell(r))} | {r['provider']} | {r['p50_ms']:.3f} | {r['p90_ms']:.3f} | "
                      f"{r.get('p95_ms', float('nan')):.3f} | {r['p99_ms']:.3f} | {r.get('mean_ms', float('nan')):.3f} | "

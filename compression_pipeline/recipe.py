@@ -100,17 +100,17 @@ class Baseline(Strict):
 
 
 class Tolerance(Strict):
+    """How far a variant's accuracy may fall below the baseline's, and how that is decided on a finite test set.
+
+    ``decide: point`` (the default) passes when the measured drop is within ``value``; ``upper_bound`` only when the
+    top of the drop's ``confidence`` interval is (a guarantee at that confidence, which needs a test set large
+    enough: see ``gates``). Every gate states the drop, its interval and the number of test images either way.
+    """
+
     value: float = Field(ge=0)
     mode: Literal["absolute", "relative"] = "absolute"
-
-    def allows(self, reference: float, accuracy: float) -> bool:
-        return drop(reference, accuracy, self.mode) <= self.value + 1e-12
-
-
-def drop(reference: float, accuracy: float, mode: str) -> float:
-    """Accuracy drop of ``accuracy`` against ``reference``: in points of accuracy (absolute) or as a fraction of it."""
-    d = reference - accuracy
-    return d if mode == "absolute" else d / max(reference, 1e-12)
+    decide: Literal["point", "upper_bound"] = "point"
+    confidence: float = Field(0.95, ge=0.5, lt=1)
 
 
 class Gates(Strict):
@@ -279,7 +279,34 @@ def parse_recipe(data: Any, path: str | Path = "<recipe>") -> Recipe:
         _raise_from(path, err)
     _check_graph(recipe, path)
     _check_select(recipe, path)
+    _check_tolerances(recipe, path)
     return recipe
+
+
+def _check_tolerances(recipe: Recipe, path) -> None:
+    """Refuse a tolerance the test set cannot resolve, where its size is known at load (a built-in dataset): one
+    below a single test image, or an ``upper_bound`` below the lowest interval top that n images allow. For a file
+    dataset the gate itself says so (its size is known once the file is read)."""
+    from compression_pipeline.data import known_test_rows
+    from compression_pipeline.stats import smallest_upper_bound
+
+    n = known_test_rows(recipe.dataset)
+    if n is None:
+        return
+    tolerances = {"gates.max_accuracy_drop": recipe.gates.max_accuracy_drop}
+    tolerances |= {f"variants.{k}.max_accuracy_drop": v.max_accuracy_drop for k, v in recipe.variants.items()
+                   if v.max_accuracy_drop is not None}
+    for where, tol in tolerances.items():  # a relative drop is never smaller than the absolute one: same bounds
+        if 0 < tol.value < 1 / n:
+            raise RecipeError(path, f"{where}.value", f"{tol.value} is smaller than one test image (1/{n} = "
+                                                      f"{1 / n:.4f}): the {n}-image test split cannot resolve it; "
+                                                      f"allowed: 0 (no drop at all) or >= {1 / n:.4f}")
+        lowest = smallest_upper_bound(n, tol.confidence)
+        if tol.decide == "upper_bound" and tol.value < lowest:
+            raise RecipeError(path, f"{where}.decide", f"'upper_bound' with {tol.value} can never pass on {n} test "
+                                                       f"images: even a model that agrees with the baseline on every "
+                                                       f"image has an interval top of {lowest:.4f}; allowed: a "
+                                                       f"tolerance >= {lowest:.4f}, 'point', or a larger test split")
 
 
 def _check_select(recipe: Recipe, path) -> None:

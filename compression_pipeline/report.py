@@ -33,7 +33,9 @@ BENCH_FIELDS = ("runtime", "provider", "device", "batch_size", "threads", "p50_m
                 "precision", "io_binding", "fallback", "first_call_ms", "warmup_runs", "warmup_s", "measured_s",
                 "h2d_ms", "peak_host_delta_mb", "peak_host_scope", "peak_device_scope", "max_abs_diff_vs_fp32",
                 # added with the TensorFlow runtimes (benchmark_tf):
-                "xla", "threads_source", "delegated_nodes")
+                "xla", "threads_source", "delegated_nodes",
+                # added with the per-session warm-up time:
+                "session_warm_s")
 
 
 def build(recipe: Recipe, models: list[tuple[Handle, Handle]], rejected: list[dict] = ()) -> dict:
@@ -51,6 +53,10 @@ def build(recipe: Recipe, models: list[tuple[Handle, Handle]], rejected: list[di
             "baseline_accuracy": i["baseline_accuracy"],
             "accuracy_drop": i["baseline_accuracy"] - i["accuracy"],
             "accuracy_drop_relative": (i["baseline_accuracy"] - i["accuracy"]) / max(i["baseline_accuracy"], 1e-12),
+            # the paired drop's confidence interval on the same test images (None for a baseline), and n
+            "accuracy_drop_ci": i.get("accuracy_drop_ci"), "accuracy_drop_confidence": i.get("accuracy_drop_confidence"),
+            "test_samples": i.get("test_samples"), "images_worse": i.get("images_worse"),
+            "images_better": i.get("images_better"),
             "tolerance": recipe.tolerance(i["name"]).model_dump() if i["name"] != "baseline" else None,
             "params": i["params"], "nonzero_params": i["nonzero_params"], "file_bytes": i["file_bytes"],
             "gzip_bytes": i["gzip_bytes"], "compact_bytes": i.get("compact_bytes"),
@@ -127,19 +133,28 @@ def cell_label(c: tuple[str, str, int]) -> str:
     return f"{rt} b{bs}" if prec == "fp32" else f"{rt} {prec} b{bs}"
 
 
+def drop_text(m: dict) -> str:
+    """'+1.67 (-0.31..+3.60)': the drop in points with its interval, when the model has one."""
+    ci = m.get("accuracy_drop_ci")
+    text = f"{100 * m['accuracy_drop']:+.2f}"
+    return text if not ci else f"{text} ({100 * ci[0]:+.2f}..{100 * ci[1]:+.2f})"
+
+
 def markdown(report: dict) -> str:
     cells = sorted({cell(r) for m in report["models"] for r in m["benchmarks"]})
-    head = ["model", "framework", "method", "parent", "accuracy", "drop (pp)", "params", "file KB", "gzip KB",
+    head = ["model", "framework", "method", "parent", "accuracy", "drop pp (95% CI)", "params", "file KB", "gzip KB",
             "compact KB", "gates"] + [f"{cell_label(c)} p50 ms (speedup)" for c in cells]
     lines = [f"# {report['family']}: compression report", "",
-             f"Accuracy on the test split, measured on the deployed artifact ({'/'.join(sorted({m['accuracy_runtime'] for m in report['models']}))}). "
+             (f"Accuracy on the test split, measured on the deployed artifact ({'/'.join(sorted({m['accuracy_runtime'] for m in report['models']}))}). "
              "Drop is against the same framework's baseline; speedup is baseline p50 / model p50 on the same runtime "
-             "and batch size, measured in the same run.", "",
+             "and batch size, measured in the same run. "
+             f"The drop's interval is from the paired predictions on the same {_test_samples(report)} test images "
+             "(Agresti-Min); one image is " f"{_one_image(report)} points."), "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for m in report["models"]:
         bench = {cell(r): r for r in m["benchmarks"]}
         row = [m["name"], m["framework"], m["method"] or "-", m["parent"] or "-", f"{m['accuracy']:.4f}",
-               f"{100 * m['accuracy_drop']:+.2f}", f"{m['params']:,}", f"{m['file_bytes'] / 1024:.0f}",
+               drop_text(m), f"{m['params']:,}", f"{m['file_bytes'] / 1024:.0f}",
                f"{m['gzip_bytes'] / 1024:.0f}",
                "-" if m.get("compact_bytes") is None else f"{m['compact_bytes'] / 1024:.0f}",
                "pass" if m["gates_passed"] else "FAIL"]
@@ -161,19 +176,29 @@ def markdown(report: dict) -> str:
     lines += report_compare.markdown_sections(report)
     if report.get("rejected"):
         lines += ["", "## Rejected candidates", "",
-                  "The newest materialization of each asset below failed a gate: it is not in the table above (which "
-                  "shows the last good version, if any) and can never be the deployment candidate.", ""]
+                  ("The newest materialization of each asset below failed a gate: it is not in the table above (which "
+                  "shows the last good version, if any) and can never be the deployment candidate."), ""]
         for x in report["rejected"]:
             why = "; ".join(f"{g['name']}: {g['description']}" for g in x["failed_gates"]) or "gates failed"
             lines.append(f"- `{x['asset']}` (run {x['run_id'][:8]}): {why}")
     env = report.get("environment") or {}
     cpu, gpu = env.get("cpu") or {}, env.get("gpu")
-    lines += ["", f"Environment: {cpu.get('model', '?')} ({cpu.get('cores', '?')} cores, ISA: "
+    lines += ["", (f"Environment: {cpu.get('model', '?')} ({cpu.get('cores', '?')} cores, ISA: "
                   f"{', '.join(cpu.get('isa', [])) or 'baseline'}), threads {env.get('threads')}, "
                   f"load average {env.get('load_average_1m', '?')} while measuring, "
                   f"GPU: {gpu['name'] if gpu else 'none'}; providers used: "
-                  f"{', '.join(sorted({r['provider'] for m in report['models'] for r in m['benchmarks']}))}."]
+                  f"{', '.join(sorted({r['provider'] for m in report['models'] for r in m['benchmarks']}))}.")]
     return "\n".join(lines) + "\n"
+
+
+def _test_samples(report: dict) -> str:
+    sizes = sorted({m["test_samples"] for m in report["models"] if m.get("test_samples")})
+    return "/".join(map(str, sizes)) or "?"
+
+
+def _one_image(report: dict) -> str:
+    sizes = sorted({m["test_samples"] for m in report["models"] if m.get("test_samples")})
+    return "/".join(f"{100 / n:.2f}" for n in sizes) or "?"
 
 
 def write(report: dict, store: ArtifactStore) -> dict[str, str]:

@@ -301,21 +301,21 @@ def html_page(report: dict, images: dict[str, bytes]) -> str:
     img = {k: f'<img alt="{k}" src="data:image/png;base64,{base64.b64encode(v).decode()}">' for k, v in images.items()}
     esc = html.escape
     parts = [
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(report['family'])}: compression report</title>"
-        f"<style>{CSS}</style></head><body>",
+        (f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(report['family'])}: compression report</title>"
+        f"<style>{CSS}</style></head><body>"),
         f"<h1>{esc(report['family'])}: compression report</h1>",
-        f"<p class='note'>Generated {esc(str(report.get('generated_at', '')))} from {esc(str(report.get('recipe', '')))}. "
+        (f"<p class='note'>Generated {esc(str(report.get('generated_at', '')))} from {esc(str(report.get('recipe', '')))}. "
         "Accuracy is measured on the deployed artifact with the runtime that is benchmarked; latency is the p50 of "
         "the measured calls after warm-up; speedups are against the fp32 baseline on the same runtime and batch size, "
-        "measured in the same run.</p>",
-        "<h2>Accuracy vs latency</h2><p class='note'>Red points form the Pareto front: no other model is both "
-        "faster and at least as accurate. The outlined point is the baseline.</p>", img.get("accuracy_latency", ""),
+        "measured in the same run.</p>"),
+        ("<h2>Accuracy vs latency</h2><p class='note'>Red points form the Pareto front: no other model is both "
+        "faster and at least as accurate. The outlined point is the baseline.</p>"), img.get("accuracy_latency", ""),
         "<h2>Summary</h2>", _md_table_html(report),
         *_comparison_html(report, img),
         "<h2>Speedup vs baseline per runtime</h2>", img.get("speedup", ""),
         "<h2>Size per model</h2>", img.get("sizes", ""),
-        "<h2>Every benchmark cell</h2><p class='note'>Times in ms. Peak host memory is the process's peak resident "
-        "set during the cell; raw samples are in each model's benchmark artifact.</p>", _table(report),
+        ("<h2>Every benchmark cell</h2><p class='note'>Times in ms. Peak host memory is the process's peak resident "
+        "set during the cell; raw samples are in each model's benchmark artifact.</p>"), _table(report),
     ]
     if skipped:
         parts.append("<h3>Not measured here</h3><ul>" + "".join(f"<li>{esc(s)}</li>" for s in skipped) + "</ul>")

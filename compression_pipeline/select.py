@@ -42,7 +42,7 @@ def cell_row(m: dict, sel: Select) -> dict | None:
 
 
 def describe(sel: Select) -> str:
-    what, best, _ = OBJECTIVES[sel.objective]
+    _what, best, _ = OBJECTIVES[sel.objective]
     parts = [f"{'lowest' if best == 'min' else 'highest'} {sel.objective}"]
     if sel.objective not in ("file_bytes", "accuracy"):
         parts.append(f"on {sel.runtime} {sel.precision} at batch {sel.batch_size}")

@@ -16,14 +16,19 @@ class Settings:
     recipes_dir: Path
     data_root: Path
     artifact_root: Path
+    threads: int | None = None  # training/evaluation threads of every step; None: one per core
 
     @classmethod
-    def from_env(cls) -> "Settings":
+    def from_env(cls) -> Settings:
         home = Path(os.environ.get("DAGSTER_HOME") or PROJECT_ROOT / "dagster_home")
+        threads = os.environ.get("COMPRESSION_PIPELINE_THREADS") or None
+        if threads is not None and not (threads.isdigit() and int(threads) > 0):
+            raise PipelineError(f"COMPRESSION_PIPELINE_THREADS={threads!r}: a positive whole number, or unset")
         return cls(
             recipes_dir=Path(os.environ.get("COMPRESSION_PIPELINE_RECIPES") or PROJECT_ROOT / "assets"),
             data_root=Path(os.environ.get("COMPRESSION_PIPELINE_DATA") or PROJECT_ROOT / "data"),
             artifact_root=Path(os.environ.get("COMPRESSION_PIPELINE_ARTIFACTS") or home / "artifacts"),
+            threads=int(threads) if threads else None,
         )
 
 

@@ -15,10 +15,19 @@ from pathlib import Path
 
 import numpy as np
 
-from compression_pipeline import gates as G
 from compression_pipeline.artifacts import ArtifactStore, Handle
 from compression_pipeline.recipe import Recipe
-from compression_pipeline.stages import _compact_bytes, _drops, _gated, _onnx_facts, _splits, export_handle, gzip_bytes
+from compression_pipeline.stages import (
+    _compact_bytes,
+    _gated,
+    _onnx_facts,
+    _splits,
+    accuracy_gate,
+    baseline_reference,
+    export_handle,
+    export_reference,
+    gzip_bytes,
+)
 
 
 def set_threads(threads: int | None) -> None:
@@ -47,7 +56,8 @@ def _method_inputs(recipe: Recipe, store: ArtifactStore, name: str, parent: Hand
 
 
 def _load(store: ArtifactStore, handle: Handle):
-    from compression_pipeline import keras_backend as K, zoo
+    from compression_pipeline import keras_backend as K
+    from compression_pipeline import zoo
 
     return K.load_keras(store.path(handle.artifact, verify=True)), zoo.CNNSpec.model_validate(handle.info["spec"])
 
@@ -56,7 +66,8 @@ def _load(store: ArtifactStore, handle: Handle):
 def keras_baseline(recipe: Recipe, store: ArtifactStore, splits_h: Handle, threads: int | None = None,
                    log=None) -> Handle:
     """The zoo's CNN built in Keras 3 and trained on the same splits as the PyTorch baseline."""
-    from compression_pipeline import keras_backend as K, zoo
+    from compression_pipeline import keras_backend as K
+    from compression_pipeline import zoo
 
     set_threads(threads)
     parts = _splits(store, splits_h)
@@ -66,8 +77,8 @@ def keras_baseline(recipe: Recipe, store: ArtifactStore, splits_h: Handle, threa
     t0 = time.perf_counter()
     history = K.train_keras(model, parts, ds.image_shape, b.epochs, b.batch_size, b.lr, ds.seed, log=log)
     train_s = time.perf_counter() - t0
-    acc = K.accuracy(K.predict_keras(model, parts["X_test"], ds.image_shape), parts["y_test"])
-    return _save_keras(recipe, store, "baseline", model, spec, acc, acc,
+    logits = K.predict_keras(model, parts["X_test"], ds.image_shape)
+    return _save_keras(recipe, store, "baseline", model, spec, logits, parts["y_test"], None,
                        {"method": "train", "parent": None, "history": history, "compress_s": train_s})
 
 
@@ -80,14 +91,15 @@ def keras_variant(recipe: Recipe, store: ArtifactStore, name: str, parent: Handl
     t0 = time.perf_counter()
     model, spec, method_info = impl(model, spec, variant.config, _context(recipe, parts, threads, log))
     compress_s = time.perf_counter() - t0
-    acc = K.accuracy(K.predict_keras(model, parts["X_test"], recipe.dataset.image_shape), parts["y_test"])
-    return _save_keras(recipe, store, name, model, spec, acc, parent.info["baseline_accuracy"],
+    logits = K.predict_keras(model, parts["X_test"], recipe.dataset.image_shape)
+    return _save_keras(recipe, store, name, model, spec, logits, parts["y_test"], baseline_reference(parent),
                        {**method_info, "method": variant.method, "config": variant.config.model_dump(mode="json"),
                         "parent": variant.parent, "compress_s": compress_s})
 
 
-def _save_keras(recipe, store, name, model, spec, acc, baseline_acc, extra) -> Handle:
-    from compression_pipeline import environment, keras_backend as K, zoo
+def _save_keras(recipe, store, name, model, spec, logits, y, reference, extra) -> Handle:
+    from compression_pipeline import environment, zoo
+    from compression_pipeline import keras_backend as K
 
     with tempfile.TemporaryDirectory() as tmp:  # Keras names its format by the file suffix: save, then store
         path = Path(tmp) / "model.keras"
@@ -97,15 +109,11 @@ def _save_keras(recipe, store, name, model, spec, acc, baseline_acc, extra) -> H
     params, nonzero = K.count_params(model)
     weights = {w.path: np.asarray(w.numpy()) for w in model.weights}
     info = {"name": name, "framework": "tensorflow", "form": "tensorflow", "spec": spec.model_dump(mode="json"),
-            "accuracy": acc, "accuracy_runtime": "tensorflow", "baseline_accuracy": baseline_acc, "params": params,
-            "nonzero_params": nonzero, "macs": zoo.count_macs(spec), "file_bytes": slot.artifact.bytes,
-            "gzip_bytes": gzip_bytes(store.path(slot.artifact)), "compact_bytes": _compact_bytes(weights),
+            "params": params, "nonzero_params": nonzero, "macs": zoo.count_macs(spec), "file_bytes": slot.artifact.bytes,
+            "compact_bytes": _compact_bytes(weights),
             "seed": recipe.dataset.seed, "versions": environment.versions(), **extra}
-    info.update(_drops(info))
-    if name == "baseline":
-        gate = G.accuracy_floor(acc, recipe.gates.accuracy_floor, "tensorflow")
-    else:
-        gate = G.accuracy_drop(acc, baseline_acc, recipe.tolerance(name), "tensorflow")
+    gate = accuracy_gate(recipe, store, f"{recipe.name}/tensorflow_{name}", name, info, logits, y, reference,
+                         "tensorflow")
     return _gated(Handle(artifact=slot.artifact, info=info), [gate])
 
 
@@ -123,7 +131,8 @@ def export_onnx(recipe: Recipe, store: ArtifactStore, model_h: Handle, splits_h:
     facts, logits = _onnx_facts(store, slot.artifact, parts, recipe.dataset.image_shape,
                                 "cpu" if recipe.benchmark.device == "cpu" else "auto", threads)
     ref = K.predict_keras(model, parts["X_test"], recipe.dataset.image_shape)
-    return export_handle(recipe, model_h, slot.artifact, "onnx", facts, logits, ref, baseline_export, "ONNX Runtime")
+    return export_handle(recipe, store, model_h, slot.artifact, "onnx", facts, logits, ref, parts["y_test"],
+                         baseline_export, "onnxruntime")
 
 
 def export_tflite(recipe: Recipe, store: ArtifactStore, model_h: Handle, splits_h: Handle,
@@ -140,7 +149,8 @@ def export_tflite(recipe: Recipe, store: ArtifactStore, model_h: Handle, splits_
     facts, logits = _tflite_facts(store, slot.artifact, parts, recipe.dataset.image_shape, threads)
     facts.update(params=model_h.info["params"], nonzero_params=model_h.info["nonzero_params"])
     ref = K.predict_keras(model, parts["X_test"], recipe.dataset.image_shape)
-    return export_handle(recipe, model_h, slot.artifact, "tflite", facts, logits, ref, baseline_export, "LiteRT")
+    return export_handle(recipe, store, model_h, slot.artifact, "tflite", facts, logits, ref, parts["y_test"],
+                         baseline_export, "tflite")
 
 
 def _tflite_facts(store, art, parts, image_shape, threads) -> tuple[dict, np.ndarray]:
@@ -148,8 +158,7 @@ def _tflite_facts(store, art, parts, image_shape, threads) -> tuple[dict, np.nda
 
     path = store.path(art)
     logits = K.predict_tflite(K.tflite_interpreter(path, threads), parts["X_test"], image_shape)
-    return {"accuracy": K.accuracy(logits, parts["y_test"]), "accuracy_runtime": "tflite",
-            "accuracy_provider": "litert-cpu", "file_bytes": art.bytes, "gzip_bytes": gzip_bytes(path)}, logits
+    return {"accuracy_provider": "litert-cpu", "file_bytes": art.bytes, "gzip_bytes": gzip_bytes(path)}, logits
 
 
 # --- TFLite post-training quantization ----------------------------------------------------------------------------
@@ -164,13 +173,13 @@ def tflite_variant(recipe: Recipe, store: ArtifactStore, name: str, parent: Hand
     with store.writing(f"{recipe.name}/tensorflow_{name}", "tflite", "tflite", "tensorflow") as slot:
         method_info = impl(model, slot.path, variant.config, _context(recipe, parts, threads, None))
     compress_s = time.perf_counter() - t0
-    facts, _ = _tflite_facts(store, slot.artifact, parts, recipe.dataset.image_shape, threads)
+    facts, logits = _tflite_facts(store, slot.artifact, parts, recipe.dataset.image_shape, threads)
     # Quantization keeps every weight: the parameter counts and MACs are the parent's.
     info = {"name": name, "framework": "tensorflow", "form": "tflite", "method": variant.method,
             "config": variant.config.model_dump(mode="json"), "parent": variant.parent, "seed": recipe.dataset.seed,
             "compress_s": compress_s, **method_info, **facts, "params": parent.info["params"],
             "nonzero_params": parent.info["nonzero_params"], "macs": parent.info.get("macs"),
-            "baseline_accuracy": baseline_export.info["accuracy"], "versions": environment.versions()}
-    info.update(_drops(info))
-    gate = G.accuracy_drop(facts["accuracy"], info["baseline_accuracy"], recipe.tolerance(name), "tflite")
+            "versions": environment.versions()}
+    gate = accuracy_gate(recipe, store, f"{recipe.name}/tensorflow_{name}", name, info, logits, parts["y_test"],
+                         export_reference(baseline_export), "tflite")
     return _gated(Handle(artifact=slot.artifact, info=info), [gate])

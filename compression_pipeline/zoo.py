@@ -51,7 +51,7 @@ def cnn_spec(width: int, image_shape=(8, 8), num_classes: int = 10) -> CNNSpec:
 def build_torch(spec: CNNSpec, seed: int | None = None):
     """The module of ``spec``; with ``seed``, its initial weights are reproducible."""
     import torch
-    import torch.nn as nn
+    from torch import nn
 
     if seed is not None:
         torch.manual_seed(seed)

@@ -27,8 +27,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from compression_pipeline import benchmark as B  # noqa: E402
-from compression_pipeline.report import cell, cell_label  # noqa: E402
+from compression_pipeline import benchmark as B
+from compression_pipeline.report import cell, cell_label
 
 TOLERANCE = 0.15
 

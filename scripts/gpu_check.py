@@ -22,10 +22,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from compression_pipeline import stages  # noqa: E402
-from compression_pipeline.artifacts import ArtifactStore, Handle  # noqa: E402
-from compression_pipeline.recipe import load_recipe  # noqa: E402
-from compression_pipeline.settings import PROJECT_ROOT  # noqa: E402
+from compression_pipeline import stages
+from compression_pipeline.artifacts import ArtifactStore, Handle
+from compression_pipeline.recipe import load_recipe
+from compression_pipeline.settings import PROJECT_ROOT
 
 
 def cuda_status() -> dict:
@@ -95,7 +95,7 @@ def main(argv=None) -> int:
             return out
 
         if reuse:
-            get = lambda noun: _good(args.artifacts, base.name, noun)  # noqa: E731
+            get = lambda noun: _good(args.artifacts, base.name, noun)
             splits, model, export, int8 = (get("splits"), get("torch_baseline"), get("torch_baseline_onnx"),
                                            get("torch_int8"))
             print(f"Reusing the {base.name} family's models under {args.artifacts}")
@@ -109,7 +109,7 @@ def main(argv=None) -> int:
         b_int8 = phase("bench_int8", stages.benchmark, recipe, store, int8)
         rep_h = phase("report", stages.report, recipe, ArtifactStore(tmp), [(export, b_base), (int8, b_int8)])
         rep = json.loads(ArtifactStore(tmp).path(rep_h.artifact).read_text())
-        for name, path in rep_h.info["paths"].items():
+        for path in rep_h.info["paths"].values():
             shutil.copy(path, args.out / Path(path).name)
 
     rows = [dict(model=m["name"], **b) for m in rep["models"] for b in m["benchmarks"]]

@@ -24,6 +24,7 @@ import yaml
 from compression_pipeline.definitions import build_definitions
 from compression_pipeline.orchestration.lineage import lineage, render
 from compression_pipeline.settings import PROJECT_ROOT, Settings
+
 from conftest import TINY, digits_npz, write_recipe
 
 NIGHT = dt.datetime(2026, 1, 2, 2, 0, tzinfo=dt.UTC)
@@ -218,7 +219,7 @@ def test_a_failed_blocking_check_requests_nothing_downstream(family):
 
 # --- lineage -----------------------------------------------------------------------------------------------
 def test_every_model_materialization_names_parent_dataset_version_and_recipe_entry(family):
-    settings, recipe_path, _, instance = family
+    settings, _recipe_path, _, instance = family
     splits = instance.get_latest_materialization_event(dg.AssetKey(["tiny", "splits"]))
     splits_version = splits.asset_materialization.tags["dagster/data_version"]
     expected = {"torch_baseline": ("tiny/splits", "baseline"),

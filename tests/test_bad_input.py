@@ -9,7 +9,6 @@ family's job on bad input and compares what consumers see with that good state.
 
 import copy
 import hashlib
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from compression_pipeline.artifacts import ArtifactStore, Handle, HandleStore
 from compression_pipeline.definitions import build_definitions
 from compression_pipeline.methods.registry import METHODS, MethodConfig, register
 from compression_pipeline.settings import Settings
+
 from conftest import TINY, digits_npz, write_recipe
 
 FAMILY = "tiny"

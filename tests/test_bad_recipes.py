@@ -18,6 +18,7 @@ from compression_pipeline.errors import RecipeError
 from compression_pipeline.methods.registry import METHODS, MethodConfig, register
 from compression_pipeline.recipe import load_recipe
 from compression_pipeline.settings import PROJECT_ROOT
+
 from conftest import TINY
 
 

@@ -29,6 +29,14 @@ def test_timed_keeps_the_cold_call_and_the_warm_up_apart():
     assert t.first_call_ms >= 0 and t.warmup_s >= 0 and t.measured_s >= t.samples_ms.sum() / 1e3
 
 
+def test_the_warm_up_time_is_per_session_and_the_count_per_cell():
+    protocol = benchmark.Protocol(warmup_runs=3, warmup_s=0.2, min_runs=5, min_time_s=0.0)
+    cold = benchmark.timed(lambda: None, protocol)
+    assert cold.warmup_s >= 0.2 and cold.warmup_calls > 3
+    warm = benchmark.timed(lambda: None, protocol, warm_s=0.3)  # the session already ran 0.3 s
+    assert warm.warmup_calls == 3 and warm.warmup_s < 0.2
+
+
 def test_onnx_cells_carry_every_protocol_field(model):
     _, spec, path = model
     skipped = []
@@ -39,12 +47,15 @@ def test_onnx_cells_carry_every_protocol_field(model):
         assert r["provider"] == "CPUExecutionProvider" and r["providers_requested"] == ["CPUExecutionProvider"]
         assert r["fallback"] is False and r["io_binding"] is False and r["threads"] == 1
         assert r["runs"] == len(r["samples_ms"]) >= PROTOCOL.min_runs and r["measured_s"] >= PROTOCOL.min_time_s
-        assert r["warmup_runs"] >= PROTOCOL.warmup_runs and r["warmup_s"] >= PROTOCOL.warmup_s
+        # the warm-up count per cell, its time per session: earlier cells of the session count towards it
+        assert r["warmup_runs"] >= PROTOCOL.warmup_runs and r["session_warm_s"] + r["warmup_s"] >= PROTOCOL.warmup_s
         assert r["p50_ms"] <= r["p90_ms"] <= r["p95_ms"] <= r["p99_ms"] <= max(r["samples_ms"])
         assert r["p50_ms"] == pytest.approx(float(np.median(r["samples_ms"])))
         assert r["throughput"] == pytest.approx(r["batch_size"] * 1e3 / r["mean_ms"])
         assert r["load_s"] > 0 and r["peak_host_mb"] >= r["peak_host_delta_mb"] >= 0
     assert rows[0]["load_s"] == rows[1]["load_s"]  # one session, its creation reported once per cell, apart
+    assert rows[0]["session_warm_s"] == 0 and rows[1]["session_warm_s"] == pytest.approx(
+        rows[0]["warmup_s"] + rows[0]["measured_s"])
     assert skipped == [{"runtime": "onnxruntime", "precision": "fp16", "reason": benchmark.FP16_CPU_REASON}]
 
 

@@ -7,6 +7,7 @@ import dagster as dg
 
 from compression_pipeline.definitions import build_definitions
 from compression_pipeline.orchestration.resources import HandleIOManager
+
 from conftest import write_recipe
 
 CANDIDATE = dg.AssetKey(["tiny", "deployment_candidate"])

@@ -8,6 +8,7 @@ import pytest
 
 from compression_pipeline.definitions import build_definitions
 from compression_pipeline.orchestration.resources import HandleIOManager
+
 from conftest import write_recipe
 
 PRUNED = {"from": "baseline", "method": "prune_structured", "ratio": 0.5, "finetune_epochs": 1,
@@ -56,10 +57,12 @@ def test_a_chain_materializes_with_lineage_and_full_metadata(roots, tiny_recipe_
     int8 = handles.load_good(dg.AssetKey(["tiny", "torch_pruned_int8"])).info
     baseline = handles.load_good(dg.AssetKey(["tiny", "torch_baseline"])).info
     for info in (pruned, export, int8):
-        for field in ("method", "config", "parent", "params", "nonzero_params", "macs", "file_bytes", "gzip_bytes",
-                      "accuracy", "accuracy_drop", "accuracy_drop_relative", "compress_s", "seed", "versions"):
+        for field in ("method", "config", "parent", "params", "nonzero_params", "macs", "file_bytes", "accuracy",
+                      "accuracy_drop", "accuracy_drop_relative", "accuracy_drop_ci", "test_samples", "compress_s",
+                      "seed", "versions"):
             assert info.get(field) is not None, (info["name"], info["form"], field)
         assert info["versions"]["torch"] and info["versions"]["onnx"]
+    assert export["gzip_bytes"] and int8["gzip_bytes"]  # a deployable's storage facts (the report's)
     assert pruned["config"] == {**pruned["config"], "ratio": 0.5, "finetune_epochs": 1}
     assert pruned["accuracy_runtime"] == "torch" and export["accuracy_runtime"] == int8["accuracy_runtime"] == "onnxruntime"
     assert pruned["params"] <= 0.3 * baseline["params"] and pruned["macs"] <= 0.3 * baseline["macs"]

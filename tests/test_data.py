@@ -6,6 +6,7 @@ import pytest
 from compression_pipeline import data, quality
 from compression_pipeline.errors import DatasetError, PipelineError
 from compression_pipeline.recipe import Dataset
+
 from conftest import digits_npz
 
 
@@ -27,7 +28,7 @@ def test_npz_source_reads_inside_the_data_root_only(tmp_path):
     root = tmp_path / "data"
     root.mkdir()
     digits_npz(root / "d.npz")
-    X, y, src = data.load_raw(Dataset(source="npz", path="d.npz"), root)
+    X, _y, src = data.load_raw(Dataset(source="npz", path="d.npz"), root)
     assert X.shape == (1797, 64) and src.endswith("d.npz")
     digits_npz(tmp_path / "outside.npz")
     # A recipe with '..' is refused when it loads (test_bad_recipes); the reader refuses it again on its own.
@@ -65,7 +66,7 @@ def test_quality_gates_pass_on_clean_splits(digits_splits):
 
 def _broken(splits, **changes):
     s = {k: v.copy() for k, v in splits.items()}
-    for k, fn in changes.items():
+    for fn in changes.values():
         fn(s)
     return quality.validate_splits(s, list(range(10)), 100, 0.05)
 

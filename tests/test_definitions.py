@@ -8,6 +8,8 @@ import dagster as dg
 from compression_pipeline.definitions import build_definitions
 from compression_pipeline.settings import PROJECT_ROOT, Settings
 
+from conftest import DEFAULT_RECIPE
+
 ONNX_VARIANTS = ("int8", "dynamic_int8", "fp16", "pruned50_int8", "student_int8")  # models stored as ONNX
 # PyTorch models, each with its own export
 TORCH_VARIANTS = ("sparse80", "pruned50", "lowrank", "student", "shared5", "sparse90", "sparse90_shared4")
@@ -117,15 +119,25 @@ def test_dagster_cli_validates_the_workspace():
     assert out.returncode == 0, out.stdout + out.stderr
 
 
-def test_make_run_config_runs_one_step_at_a_time(tmp_path):
-    """`make run` passes deploy/run_serial.yaml: benchmarks must not share the cores with training steps."""
-    import yaml
+def test_make_run_plans_phases_and_never_benchmarks_beside_training(tmp_path):
+    """`make run` (orchestration/launch.py): one in-process run per phase, each phase in a process of its own; the
+    frameworks' model phases side by side, every benchmark phase alone."""
+    from compression_pipeline.orchestration.launch import QUIET, phases, stages
+    from compression_pipeline.recipe import load_recipe
 
-    config = yaml.safe_load((PROJECT_ROOT / "deploy/run_serial.yaml").read_text())
-    resolved = dg.validate_run_config(_defs(tmp_path).resolve_job_def("digits_recompress"), config)
-    multiprocess = resolved["execution"]["multi_or_in_process_executor"]["multiprocess"]
-    assert multiprocess["max_concurrent"] == 1
-    # steps fork from a server with the code location imported (faster starts), never with a framework loaded
-    preload = multiprocess["start_method"]["forkserver"]["preload_modules"]
-    assert "compression_pipeline.definitions" in preload and not {"torch", "tensorflow"} & set(preload)
-    assert "-c deploy/run_serial.yaml" in (PROJECT_ROOT / "Makefile").read_text()
+    defs = _defs(tmp_path)
+    plan = phases(defs, load_recipe(DEFAULT_RECIPE))
+    assert [p.name for p in plan] == ["data", "torch", "torch-benchmarks", "tensorflow", "tensorflow-benchmarks",
+                                      "reports"]
+    names = {p.name: {k.to_user_string() for k in p.keys} for p in plan}
+    assert names["data"] == {"digits/raw_dataset", "digits/splits"}
+    assert "digits/torch_pruned50_int8" in names["torch"] and "digits/tensorflow_tflite_int8" in names["tensorflow"]
+    assert all(k.endswith("_benchmark") for p in plan if p.name.endswith("-benchmarks") for k in names[p.name])
+    assert names["reports"] == {"digits/report", "digits/deployment_candidate"}
+    assert sum(len(p.keys) for p in plan) == len([k for k in defs.resolve_asset_graph().get_all_asset_keys()
+                                                  if k.path[0] == "digits"])
+    assert [[p.name for p in stage] for stage in stages(plan)] == [
+        ["data"], ["torch", "tensorflow"], ["torch-benchmarks"], ["tensorflow-benchmarks"], ["reports"]]
+    resolved = dg.validate_run_config(defs.resolve_job_def("digits_recompress"), QUIET)
+    assert "in_process" in resolved["execution"]["multi_or_in_process_executor"]
+    assert "-m compression_pipeline run $(FAMILY)" in (PROJECT_ROOT / "Makefile").read_text()

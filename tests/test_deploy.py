@@ -7,7 +7,6 @@ launcher and executor are checked against dagster-k8s's own config schema and ta
 
 import re
 
-import dagster as dg
 import pytest
 import yaml
 

@@ -21,6 +21,7 @@ import pytest
 
 from compression_pipeline.artifacts import ArtifactStore, Handle
 from compression_pipeline.settings import PROJECT_ROOT, Settings
+
 from conftest import TINY, write_recipe
 
 

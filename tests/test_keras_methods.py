@@ -5,7 +5,8 @@ TensorFlow training is not bit-reproducible: accuracies are checked against rang
 import numpy as np
 import pytest
 
-from compression_pipeline import keras_backend as K, onnx_tools, zoo
+from compression_pipeline import keras_backend as K
+from compression_pipeline import onnx_tools, zoo
 from compression_pipeline.methods import Context, get_method
 
 SHAPE = (8, 8)
@@ -122,7 +123,7 @@ def test_low_rank_finetunes_a_factorized_model_and_refactorizes_it(trained, ctx,
     out = onnx_tools.predict(onnx_tools.session(tmp_path / "m.onnx", "cpu", 1), X, SHAPE)
     assert np.abs(out - K.predict_keras(new, X, SHAPE)).max() < 1e-4
     # A factorized parent is factorized again from its product: rank 4 of the rank-8 fc1.
-    again, again_spec, again_info = _apply("low_rank", new, new_spec, ctx, rank=4)
+    _again, again_spec, again_info = _apply("low_rank", new, new_spec, ctx, rank=4)
     assert again_spec.linear_ranks == (4, 8)
     assert again_info["factorized"][0]["params_before"] == info["factorized"][0]["params_after"]
 

@@ -117,7 +117,7 @@ def test_low_rank_factorizes_fc1_exactly_as_the_truncated_svd(parent, ctx, digit
 
 
 def test_low_rank_by_energy_and_fine_tuned(parent, ctx, digits_splits):
-    module, spec, info = _apply("low_rank", parent, ctx, energy=0.5, finetune_epochs=1, finetune_teacher="parent")
+    _module, spec, info = _apply("low_rank", parent, ctx, energy=0.5, finetune_epochs=1, finetune_teacher="parent")
     (fact,) = info["factorized"]
     assert fact["energy_retained"] >= 0.5 and spec.linear_ranks[0] == fact["rank"]
     # the smallest such rank: one fewer would not retain the energy
@@ -194,7 +194,7 @@ def test_fp16_refuses_an_already_quantized_model(parent, digits_splits, tmp_path
 
 
 def test_macs_are_the_conv_and_linear_multiply_accumulates(parent):
-    module, spec = parent
+    _module, spec = parent
     c0, c1, c2 = spec.channels
     expected = (c0 * 1 * 9 * 64 + c1 * c0 * 9 * 64 + c2 * c1 * 9 * 16 + 256 * 64 + 64 * 10)
     assert zoo.count_macs(spec) == expected

@@ -123,10 +123,9 @@ def test_artifact_store_is_atomic_content_addressed_and_contained(tmp_path):
     c = store.write_bytes("fam/x", b"world", "bin", "bin")
     assert a == b and a.path != c.path and store.path(a).read_bytes() == b"hello"
     assert not list((tmp_path / "fam/x").glob("*.tmp"))
-    with pytest.raises(RuntimeError):
-        with store.writing("fam/x", "bin", "bin") as slot:
-            slot.path.write_bytes(b"half")
-            raise RuntimeError("killed midway")
+    with pytest.raises(RuntimeError), store.writing("fam/x", "bin", "bin") as slot:
+        slot.path.write_bytes(b"half")
+        raise RuntimeError("killed midway")
     assert sorted(p.name for p in (tmp_path / "fam/x").iterdir()) == sorted([a.path.split("/")[-1], c.path.split("/")[-1]])
     store.path(a).write_bytes(b"tampered")
     with pytest.raises(ArtifactError, match="sha256"):

@@ -1,7 +1,7 @@
 """The team instance for real: deploy/dagster.yaml as shipped, on a real PostgreSQL server.
 
-`.ci/run` installs and starts PostgreSQL on 127.0.0.1 before `make test` (.ci/postgres.sh). The connection comes
-from DAGSTER_PG_HOST / _PORT / _USERNAME / _PASSWORD / _DB (defaults: the role and database .ci/postgres.sh makes).
+`make test` installs and starts PostgreSQL on 127.0.0.1 before pytest (scripts/test_services.sh). The connection comes
+from DAGSTER_PG_HOST / _PORT / _USERNAME / _PASSWORD / _DB (defaults: the role and database scripts/test_services.sh makes).
 Each run of the test creates its own database and a role with a random password, materializes the data assets of
 the default family (digits) with the instance's storage in that database, reads the records back through Dagster
 and straight from the tables, checks that the password appears nowhere in what the run recorded, and drops both.
@@ -50,7 +50,7 @@ def scratch_database():
     if admin is None:
         pytest.fail(f"PostgreSQL is not reachable at {_pg('HOST')}:{_pg('PORT')} as {_pg('USERNAME')!r} "
                     f"(database {_pg('DB')!r}): {error}\nThe Postgres storage test needs a real server: "
-                    f"run .ci/postgres.sh (or .ci/run, which runs it before `make test`), or point DAGSTER_PG_HOST/"
+                    f"run scripts/test_services.sh (`make test` runs it before pytest), or point DAGSTER_PG_HOST/"
                     f"PORT/USERNAME/PASSWORD/DB at one.", pytrace=False)
     admin.autocommit = True
     name, password = f"cp_test_{secrets.token_hex(6)}", secrets.token_urlsafe(24)

@@ -13,19 +13,21 @@ import string
 import numpy as np
 import pytest
 import yaml
-from hypothesis import HealthCheck, assume, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from compression_pipeline import data
 from compression_pipeline.errors import DatasetError, RecipeError
 from compression_pipeline.recipe import Dataset, Recipe, load_recipe, parse_recipe
+
 from conftest import TINY
 
 RECIPE_MUTATIONS = 300
 YAML_DOCUMENTS = 150
 DATASET_BYTES = 150
 DATASET_ARRAYS = 150
-SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-                derandomize=True)
+SETTINGS = {"deadline": None, "suppress_health_check": [HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+                "derandomize": True}
 
 # --- recipes ------------------------------------------------------------------------------------------------------
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=True),

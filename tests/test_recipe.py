@@ -4,7 +4,8 @@ import pytest
 import yaml
 
 from compression_pipeline.errors import RecipeError
-from compression_pipeline.recipe import Tolerance, load_recipe, load_recipes, parse_recipe
+from compression_pipeline.recipe import load_recipe, load_recipes, parse_recipe
+
 from conftest import DEFAULT_RECIPE, TINY
 
 
@@ -67,13 +68,6 @@ def test_duplicate_family_names_are_refused(tmp_path):
         (tmp_path / f).write_text(yaml.safe_dump(TINY))
     with pytest.raises(RecipeError, match="already declared by .*a.yaml"):
         load_recipes(tmp_path)
-
-
-def test_tolerance_modes():
-    assert Tolerance(value=0.01, mode="absolute").allows(0.98, 0.971)
-    assert not Tolerance(value=0.01, mode="absolute").allows(0.98, 0.969)
-    assert Tolerance(value=0.01, mode="relative").allows(0.5, 0.496)  # 0.8 % of 0.5
-    assert not Tolerance(value=0.01, mode="relative").allows(0.5, 0.49)  # 2 % of 0.5
 
 
 def test_code_version_changes_only_with_its_entry(tiny_recipe_dict):

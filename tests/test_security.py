@@ -16,6 +16,7 @@ from compression_pipeline.artifacts import Artifact, ArtifactStore, Handle, Hand
 from compression_pipeline.errors import ArtifactError, DatasetError, PipelineError
 from compression_pipeline.recipe import Dataset, parse_recipe
 from compression_pipeline.settings import PROJECT_ROOT
+
 from conftest import TINY
 
 PACKAGE = PROJECT_ROOT / "compression_pipeline"

@@ -4,8 +4,14 @@ import numpy as np
 import pytest
 
 from compression_pipeline import compact, train, zoo
-from compression_pipeline.methods.share import ShareWeights, cluster, compact_bytes, finetune_centroids, load_compact, \
-    shared_layers
+from compression_pipeline.methods.share import (
+    ShareWeights,
+    cluster,
+    compact_bytes,
+    finetune_centroids,
+    load_compact,
+    shared_layers,
+)
 
 SHAPE = (8, 8)
 

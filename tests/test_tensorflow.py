@@ -1,11 +1,11 @@
 """The Keras 3 backend on a tiny model: same architecture as PyTorch, training, .keras round trip, ONNX, TFLite."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from compression_pipeline import keras_backend as K, zoo
+from compression_pipeline import keras_backend as K
+from compression_pipeline import zoo
 
 SHAPE = (8, 8)
 

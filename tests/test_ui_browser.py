@@ -6,7 +6,7 @@ the automation sensor and the nightly schedule are listed and on, a materializat
 launched from the UI succeeds and its seven gates show as passed, and the automation sensor then requests
 the rest of the family by itself. Screenshots and the server log go to test-artifacts/ui/.
 
-Needs Debian's chromium at /usr/bin/chromium (or $CHROMIUM); `.ci/run` installs it. Without it the test
+Needs Debian's chromium at /usr/bin/chromium (or $CHROMIUM); `make test` installs it (scripts/test_services.sh). Without it the test
 fails and says so: it is never skipped.
 """
 
@@ -28,6 +28,7 @@ import pytest
 import yaml
 
 from compression_pipeline.settings import PROJECT_ROOT
+
 from conftest import TINY
 
 pytestmark = pytest.mark.browser
@@ -107,7 +108,7 @@ def dagster_dev(tmp_path: Path, log_path: Path):
 def test_ui_graph_materialize_checks_and_automation(tmp_path):
     if not Path(CHROMIUM).is_file():
         pytest.fail(f"no Chromium at {CHROMIUM}: install Debian's chromium (`apt-get install -y chromium`, "
-                    "as .ci/run does) or point $CHROMIUM at a Chromium binary")
+                    "as `make test` does through scripts/test_services.sh) or point $CHROMIUM at a Chromium binary")
     from playwright.sync_api import expect, sync_playwright
 
     shutil.rmtree(ARTIFACTS, ignore_errors=True)

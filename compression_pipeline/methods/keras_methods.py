@@ -100,7 +100,8 @@ def low_rank(model, spec, config: LowRank, ctx: Context):
 @register("distill", Distill)("tensorflow")
 def distill(model, spec, config: Distill, ctx: Context):
     """A Keras student of the zoo, trained against the parent and, from the same initial weights, alone."""
-    from compression_pipeline import keras_backend as K, zoo
+    from compression_pipeline import keras_backend as K
+    from compression_pipeline import zoo
 
     s_spec = zoo.cnn_spec(config.student.width, tuple(spec.in_shape[1:]), spec.num_classes)
     initial = K.build_keras(s_spec, seed=ctx.seed).get_weights()  # identical initial weights for both runs

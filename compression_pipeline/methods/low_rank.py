@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-
 from pydantic import Field, model_validator
 
 from compression_pipeline.methods.finetune import FineTune, finetune

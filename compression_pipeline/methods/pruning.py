@@ -38,7 +38,7 @@ class PruneStructured(FineTune):
 
 
 def _weight_layers(module):
-    import torch.nn as nn
+    from torch import nn
 
     return [m for m in module.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
 

@@ -40,9 +40,9 @@ def _preprocessed(src: Path, workdir: Path) -> Path:
 
 @register("quantize_static", QuantizeStatic, "ONNX Runtime static int8 (QDQ), calibrated")("onnx")
 def quantize_static(src: Path, dst: Path, config: QuantizeStatic, calibration: np.ndarray) -> dict:
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static as ort_quantize_static)
     import onnx
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType
+    from onnxruntime.quantization import quantize_static as ort_quantize_static
 
     input_name = onnx.load(str(src), load_external_data=False).graph.input[0].name
     samples = calibration[: config.samples]
@@ -62,12 +62,13 @@ def quantize_static(src: Path, dst: Path, config: QuantizeStatic, calibration: n
         ort_quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=config.per_channel,
                             reduce_range=config.reduce_range, activation_type=QuantType.QInt8,
                             weight_type=QuantType.QInt8, calibrate_method=method)
-    return {"calibration_samples": int(len(samples))}
+    return {"calibration_samples": len(samples)}
 
 
 @register("quantize_dynamic", QuantizeDynamic, "ONNX Runtime dynamic int8 (weights int8)")("onnx")
 def quantize_dynamic(src: Path, dst: Path, config: QuantizeDynamic, calibration: np.ndarray) -> dict:
-    from onnxruntime.quantization import QuantType, quantize_dynamic as ort_quantize_dynamic
+    from onnxruntime.quantization import QuantType
+    from onnxruntime.quantization import quantize_dynamic as ort_quantize_dynamic
 
     with tempfile.TemporaryDirectory() as tmp:
         pre = _preprocessed(src, Path(tmp))

@@ -34,7 +34,7 @@ def share_weights(module, spec, config: ShareWeights, ctx: TorchContext):
     if config.finetune_epochs:
         finetune_centroids(module, clusters, ctx.splits, ctx.image_shape, config.finetune_epochs, config.finetune_lr,
                            ctx.seed)
-    distinct = {name: int(len(np.unique(layer.weight.detach().cpu().numpy())))
+    distinct = {name: len(np.unique(layer.weight.detach().cpu().numpy()))
                 for name, layer in shared_layers(module).items()}
     return module, spec, {"shared_bits": config.bits, "distinct_values": distinct, "note": SHARE_NOTE}
 
@@ -99,7 +99,7 @@ def finetune_centroids(module, clusters: dict[str, tuple], splits: dict, image_s
     for name, (c, lab, mask) in clusters.items():
         layer = layers[name]
         parametrize.register_parametrization(layer, "weight", Shared(c, lab, mask, layer.weight.shape), unsafe=True)
-    params = [p for n, p in module.named_parameters() if n.endswith("centroids") or n.endswith("bias")]
+    params = [p for n, p in module.named_parameters() if n.endswith(("centroids", "bias"))]
     torch.manual_seed(seed)
     opt = torch.optim.Adam(params, lr=lr)
     X = torch.from_numpy(as_images(splits["X_train"], image_shape))

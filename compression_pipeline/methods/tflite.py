@@ -39,5 +39,5 @@ def tflite_quantize(model, dst: Path, config: TFLiteQuantize, ctx: Context) -> d
     K.to_tflite(model, dst, config.mode, representative=reps)
     info = {"tflite_mode": config.mode, "note": NOTES[config.mode]}
     if reps is not None:
-        info["representative_samples"] = int(len(reps))
+        info["representative_samples"] = len(reps)
     return info

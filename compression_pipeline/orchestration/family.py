@@ -13,6 +13,7 @@ from compression_pipeline import stages, tf_stages
 from compression_pipeline.artifacts import Handle
 from compression_pipeline.methods import get_method
 from compression_pipeline.orchestration.automation import AUTOMATION, dataset_file_asset
+from compression_pipeline.orchestration.launch import PHASE_TAG
 from compression_pipeline.orchestration.resources import PipelineResource
 from compression_pipeline.quality import GATES as DATA_GATES
 from compression_pipeline.recipe import Recipe
@@ -44,10 +45,17 @@ def _emit(handle: Handle, extra_metadata: dict | None = None):
                                   metadata=md, severity=dg.AssetCheckSeverity.ERROR)
 
 
+def _result(value) -> tuple[Handle, dict]:
+    """An asset body returns its handle, or (handle, extra metadata for the UI)."""
+    return value if isinstance(value, tuple) else (value, {})
+
+
 class Family:
     def __init__(self, recipe: Recipe):
         self.r = recipe
         self.assets: list[dg.AssetsDefinition] = []
+        # key -> (body, {input name: upstream key}): what each asset computes, without Dagster (scripts/plain_run.py)
+        self.bodies: dict[dg.AssetKey, tuple] = {}
         self.key = lambda noun: dg.AssetKey([recipe.name, noun])
 
     # -- keys -------------------------------------------------------------------------------------------
@@ -60,7 +68,8 @@ class Family:
         native = self.r.form(name, fw) in NATIVE
         return self.key(f"{fw}_{name}_onnx") if native else self.model_key(fw, name)
 
-    def _asset(self, key, group, ins, fn, *, kinds, checks=(), check_doc="", version_of=(), in_metadata=None, **kw):
+    def _asset(self, key, group, ins, fn, *, kinds, phase, checks=(), check_doc="", version_of=(), in_metadata=None,
+               **kw):
         r = self.r
 
         # Two inputs may name the same asset (a variant of the baseline reads it as parent and as reference):
@@ -72,15 +81,13 @@ class Family:
         @dg.asset(key=key, group_name=group, ins={n: dg.AssetIn(key=k, metadata=in_metadata) for k, n in first.items()},
                   check_specs=_checks(key, checks, check_doc), kinds=set(kinds), io_manager_key="handles",
                   code_version=r.entry_version(*version_of), automation_condition=AUTOMATION,
-                  description=(fn.__doc__ or "").strip() or None, **kw)
+                  description=(fn.__doc__ or "").strip() or None, tags={PHASE_TAG: phase}, **kw)
         def _body(context: dg.AssetExecutionContext, pipeline: PipelineResource, **inputs):
-            for event in fn(context, pipeline, **{n: inputs[first[k]] for n, k in ins.items()}):
-                if isinstance(event, dg.Output):
-                    context.add_output_metadata(self._lineage(event.value, version_of, ins, inputs, first),
-                                                output_name=event.output_name)
-                yield event
+            handle, extra = _result(fn(context, pipeline, **{n: inputs[first[k]] for n, k in ins.items()}))
+            yield from _emit(handle, {**extra, **self._lineage(handle, version_of, ins, inputs, first)})
 
         self.assets.append(_body)
+        self.bodies[key] = (fn, ins)
         return _body
 
     def _lineage(self, handle: Handle, version_of, ins, inputs, first) -> dict:
@@ -105,17 +112,17 @@ class Family:
 
         def raw_dataset(context, pipeline):
             """The raw dataset, as declared by the recipe's `dataset` block."""
-            yield from _emit(stages.raw_dataset(r, pipeline.store(), pipeline.data_root))
+            return stages.raw_dataset(r, pipeline.store(), pipeline.data_root)
 
         def splits(context, pipeline, raw):
             """Seeded, stratified train/val/test splits scaled into [0, 1], gated by Great Expectations suites."""
-            yield from _emit(stages.splits(r, pipeline.store(), raw))
+            return stages.splits(r, pipeline.store(), raw)
 
         # A dataset read from a file is an observed source: a new content hash rebuilds the chain below it.
         source = [dataset_file_asset(r, self.key("dataset_file"))] if r.dataset.path else []
-        self._asset(self.key("raw_dataset"), "data", {}, raw_dataset, kinds={"numpy"}, version_of=("dataset",),
+        self._asset(self.key("raw_dataset"), "data", {}, raw_dataset, kinds={"numpy"}, phase="data", version_of=("dataset",),
                     deps=[a.key for a in source])
-        self._asset(self.key("splits"), "data", {"raw": self.key("raw_dataset")}, splits, kinds={"numpy"},
+        self._asset(self.key("splits"), "data", {"raw": self.key("raw_dataset")}, splits, kinds={"numpy"}, phase="data",
                     checks=DATA_GATES, check_doc="Great Expectations suite on the splits", version_of=("dataset",))
         for fw in r.baseline.frameworks:
             self._framework(fw)
@@ -129,10 +136,10 @@ class Family:
 
         def baseline(context, pipeline, splits):
             """The baseline model trained on the training split (best validation epoch kept)."""
-            yield from _emit(train(r, pipeline.store(), splits, pipeline.threads, log=context.log.info))
+            return train(r, pipeline.store(), splits, pipeline.threads, log=context.log.info)
 
         baseline.__doc__ = f"The {fw} baseline model trained on the training split (best validation epoch kept)."
-        self._asset(self.model_key(fw, "baseline"), "models", {"splits": splits_key}, baseline, kinds={KINDS[fw]},
+        self._asset(self.model_key(fw, "baseline"), "models", {"splits": splits_key}, baseline, kinds={KINDS[fw]}, phase=fw,
                     checks=["accuracy_gate"], check_doc="test accuracy >= the recipe's floor",
                     version_of=("dataset", "baseline", "gates"))
         self._exports(fw, "baseline")
@@ -162,9 +169,9 @@ class Family:
 
         def export(context, pipeline, model, splits, baseline_export=None):
             """The deployable ONNX export, checked for parity with its source model and gated on accuracy."""
-            yield from _emit(to_onnx(r, pipeline.store(), model, splits, baseline_export, pipeline.threads))
+            return to_onnx(r, pipeline.store(), model, splits, baseline_export, pipeline.threads)
 
-        self._asset(self.deployable_key(fw, name), "exports", ins, export, kinds={"onnx"},
+        self._asset(self.deployable_key(fw, name), "exports", ins, export, kinds={"onnx"}, phase=fw,
                     checks=["parity", "accuracy_gate"], check_doc="ONNX Runtime parity and accuracy on the export",
                     version_of=("gates", f"variants.{name}"))
         if fw != "tensorflow":
@@ -172,10 +179,10 @@ class Family:
 
         def tflite(context, pipeline, model, splits, baseline_export=None):
             """The fp32 TFLite export run by LiteRT, checked for parity with the Keras model and gated on accuracy."""
-            yield from _emit(tf_stages.export_tflite(r, pipeline.store(), model, splits, baseline_export,
-                                                     pipeline.threads))
+            return tf_stages.export_tflite(r, pipeline.store(), model, splits, baseline_export,
+                                                     pipeline.threads)
 
-        self._asset(self.key(f"{fw}_{name}_tflite"), "exports", ins, tflite, kinds={"tflite"},
+        self._asset(self.key(f"{fw}_{name}_tflite"), "exports", ins, tflite, kinds={"tflite"}, phase=fw,
                     checks=["parity", "accuracy_gate"], check_doc="LiteRT parity and accuracy on the TFLite export",
                     version_of=("gates", f"variants.{name}"))
 
@@ -190,10 +197,10 @@ class Family:
             else:
                 h = tf_stages.keras_variant(r, pipeline.store(), name, parent, splits, pipeline.threads,
                                             log=context.log.info)
-            yield from _emit(h)
+            return h
 
         variant.__doc__ = f"{v.method} of {v.parent} ({get_method(v.method).description}); accuracy measured with {fw}."
-        self._asset(self.model_key(fw, name), "models", ins, variant, kinds={KINDS[fw]}, checks=["accuracy_gate"],
+        self._asset(self.model_key(fw, name), "models", ins, variant, kinds={KINDS[fw]}, phase=fw, checks=["accuracy_gate"],
                     check_doc="accuracy drop vs the baseline within the recipe's tolerance",
                     version_of=("gates", f"variants.{name}"))
 
@@ -203,11 +210,11 @@ class Family:
                "baseline_export": self.deployable_key(fw, "baseline")}
 
         def variant(context, pipeline, parent, splits, baseline_export):
-            yield from _emit(tf_stages.tflite_variant(r, pipeline.store(), name, parent, splits, baseline_export,
-                                                      pipeline.threads))
+            return tf_stages.tflite_variant(r, pipeline.store(), name, parent, splits, baseline_export,
+                                                      pipeline.threads)
 
         variant.__doc__ = f"{v.method} of {v.parent} ({get_method(v.method).description}); accuracy measured with LiteRT."
-        self._asset(self.model_key(fw, name), "models", ins, variant, kinds={"tflite"}, checks=["accuracy_gate"],
+        self._asset(self.model_key(fw, name), "models", ins, variant, kinds={"tflite"}, phase=fw, checks=["accuracy_gate"],
                     check_doc="accuracy drop vs the baseline within the recipe's tolerance",
                     version_of=("gates", f"variants.{name}"))
 
@@ -217,11 +224,11 @@ class Family:
                "baseline_export": self.deployable_key(fw, "baseline")}
 
         def variant(context, pipeline, source, splits, baseline_export):
-            yield from _emit(stages.onnx_variant(r, pipeline.store(), name, fw, source, splits, baseline_export,
-                                                 pipeline.threads))
+            return stages.onnx_variant(r, pipeline.store(), name, fw, source, splits, baseline_export,
+                                                 pipeline.threads)
 
         variant.__doc__ = f"{v.method} of {v.parent} ({get_method(v.method).description}); accuracy measured with ONNX Runtime."
-        self._asset(self.model_key(fw, name), "models", ins, variant, kinds={"onnx"}, checks=["accuracy_gate"],
+        self._asset(self.model_key(fw, name), "models", ins, variant, kinds={"onnx"}, phase=fw, checks=["accuracy_gate"],
                     check_doc="accuracy drop vs the baseline within the recipe's tolerance",
                     version_of=("gates", f"variants.{name}"))
 
@@ -244,12 +251,12 @@ class Family:
             numbers["providers"] = ", ".join(sorted({x["provider"] for x in h.info["results"]}))
             if h.info["skipped"]:
                 numbers["skipped"] = dg.MetadataValue.json(h.info["skipped"])
-            yield from _emit(h, numbers)
+            return h, numbers
 
         kinds = {KINDS[fw], KINDS[r.form(name, fw)]} | ({"onnx"} if r.form(name, fw) != "tflite" else set())
         if native and fw == "tensorflow":
             kinds.add("tflite")
-        self._asset(self.key(f"{fw}_{name}_benchmark"), "benchmarks", ins, bench, kinds=kinds,
+        self._asset(self.key(f"{fw}_{name}_benchmark"), "benchmarks", ins, bench, kinds=kinds, phase=f"{fw}-benchmarks",
                     version_of=("benchmark",), pool="gpu", op_tags=GPU_TAGS)
 
     def _report(self) -> None:
@@ -269,15 +276,14 @@ class Family:
                       if handles[f"d_{fw}_{n}"] is not None and handles[f"b_{fw}_{n}"] is not None]
             h = stages.report(r, pipeline.store(), models, pipeline.handles().rejected(r.name))
             paths = h.info["paths"]
-            yield dg.Output(h, data_version=dg.DataVersion(h.artifact.sha256[:16]),
-                            metadata={"table": dg.MetadataValue.md(h.info["table"]),
+            return h, {"table": dg.MetadataValue.md(h.info["table"]),
                                       "report_html": dg.MetadataValue.path(paths["html"]),
                                       "report_html_url": dg.MetadataValue.url(f"file://{paths['html']}"),
                                       "report_json": dg.MetadataValue.path(paths["json"]),
                                       "report_md": dg.MetadataValue.path(paths["md"]),
-                                      "models": h.info["models"], "rejected": h.info["rejected"]})
+                       "models": h.info["models"], "rejected": h.info["rejected"]}
 
-        self._asset(self.key("report"), "reports", ins, report, kinds={"json", "markdown", "html"},
+        self._asset(self.key("report"), "reports", ins, report, kinds={"json", "markdown", "html"}, phase="reports",
                     version_of=("benchmark", "gates"), in_metadata={"allow_missing": True})
 
     def _candidate(self) -> None:
@@ -293,10 +299,10 @@ class Family:
                         f"| {k} | {v} |\n" for k, v in reasons.items()))}
             if h.info.get("candidate"):
                 meta["model_card"] = dg.MetadataValue.path(h.info["current"]["model_card"])
-            yield from _emit(h, meta)
+            return h, meta
 
         self._asset(key, "reports", {"report": self.key("report"), "splits": self.key("splits")}, candidate,
-                    kinds={"onnx", "markdown"}, checks=["constraints_met"],
+                    kinds={"onnx", "markdown"}, phase="reports", checks=["constraints_met"],
                     check_doc="a model met the recipe's select rule (else the previous candidate stays)",
                     version_of=("select", "benchmark", "gates"))
 

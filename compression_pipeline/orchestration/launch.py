@@ -1,0 +1,357 @@
+"""`python -m compression_pipeline run <family>` (what `make run` calls): materialize a family through Dagster on the
+persistent instance, print one line per finished step, and end with a summary a person can act on.
+
+How it runs, and why. The family's job is split into phases by the process a step needs: the data, then per
+framework its models and exports, then each framework's benchmarks, then the report and the deployment candidate.
+Each phase is one Dagster run of the family's job (`<family>_recompress`, an asset selection of it) with Dagster's
+in-process executor, in a fresh Python process of its own. So PyTorch and TensorFlow never share a process, and
+torch or TensorFlow is imported once per phase instead of once per step (the multiprocess executor's 2-4 s per
+step: most of the orchestration overhead on a 2-core machine). The frameworks' model phases run side by side,
+sharing the cores (each gets cores / phases threads unless COMPRESSION_PIPELINE_THREADS says otherwise: measured
+on 2 cores, a small CNN trains in PyTorch 1.5x faster on 2 threads than on 1, in TensorFlow slower, and the two
+side by side on one thread each finish sooner than one after the other); every other phase runs alone, its steps
+one at a time, so a benchmark never shares the cores with training and measures in a process that trained
+nothing. Every run, its events, checks and materializations are in the instance and the UI like any other run; the
+UI, the schedule and the automation sensor still run the whole job with the multiprocess executor (a process per
+step).
+
+The phases' own output (Dagster's event log lines) goes to a log file under `$DAGSTER_HOME/logs/`; this process
+reads the runs' events from the instance and prints the progress lines. A failed gate stops its subtree in its
+run; the later phases still run (they read the last good artifacts), so the report is rebuilt from the last good
+models and lists the rejected ones, and the summary says which gate failed, by how much, and what to do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dagster as dg
+from dagster._core.events import DagsterEventType
+
+from compression_pipeline.settings import PROJECT_ROOT
+
+PHASE_TAG = "compression_pipeline/phase"
+LAUNCH_TAG = "compression_pipeline/launch"
+# Dagster's console output inside a phase: warnings and errors only (the full event log is in the instance).
+QUIET = {"execution": {"config": {"in_process": {}}}, "loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+_STEP_END = {DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE, DagsterEventType.STEP_SKIPPED}
+
+
+@dataclass
+class Phase:
+    name: str
+    keys: list[dg.AssetKey]
+
+
+def phases(defs: dg.Definitions, recipe) -> list[Phase]:
+    """The family's assets grouped by the phase tag the asset factory gives each one: the data first, then each
+    framework's models and exports followed by its benchmarks (in the recipe's order of frameworks), the reports
+    last. A phase depends only on earlier ones."""
+    graph = defs.resolve_asset_graph()
+    by_phase: dict[str, list[dg.AssetKey]] = {}
+    for key in graph.toposorted_asset_keys:
+        if key.path[0] == recipe.name:
+            by_phase.setdefault((graph.get(key).tags or {}).get(PHASE_TAG, "data"), []).append(key)
+    order = ["data", *(p for fw in recipe.baseline.frameworks for p in (fw, f"{fw}-benchmarks")), "reports"]
+    unknown = set(by_phase) - set(order)
+    if unknown:
+        raise RuntimeError(f"assets of {recipe.name} in phases {sorted(unknown)} that the launcher does not order")
+    return [Phase(p, by_phase[p]) for p in order if p in by_phase]
+
+
+# --- one phase, in its own process ---------------------------------------------------------------------------------
+def run_phase(job_name: str, keys: list[str], tags: dict) -> int:
+    """Execute ``keys`` of ``job_name`` in this process (in-process executor) on the instance in DAGSTER_HOME."""
+    job = dg.build_reconstructable_job("compression_pipeline.definitions", "job_named",
+                                       reconstructable_args=(job_name,))
+    with dg.DagsterInstance.get() as instance:
+        result = dg.execute_job(job, instance, run_config=QUIET, tags=tags,
+                                asset_selection=[dg.AssetKey.from_user_string(k) for k in keys])
+        return 0 if result.success else 1
+
+
+# --- the progress lines -------------------------------------------------------------------------------------------
+@dataclass
+class Outcome:
+    """What the summary needs to know about the steps of a launch."""
+
+    done: int = 0
+    failed_gates: list[dict] = field(default_factory=list)  # {"asset", "check", "description"}
+    failed_steps: list[dict] = field(default_factory=list)  # {"asset", "error"}
+    skipped: list[str] = field(default_factory=list)
+
+
+class Progress:
+    """Reads a run's events from the instance and prints one line per finished step."""
+
+    def __init__(self, instance: dg.DagsterInstance, total: int, out=sys.stdout):
+        self.instance, self.total, self.out, self.outcome = instance, total, out, Outcome()
+        self.checks: dict[str, list] = {}
+        self.status_shown = False
+        self.assets: dict[str, str] = {}  # step key -> asset key, of the phases followed so far
+        self.reported: set[str] = set()
+
+    def expect(self, keys: list[dg.AssetKey]) -> None:
+        """The steps of a phase about to start (an asset's step key is its key's parts joined by '__')."""
+        self.assets.update({"__".join(k.path): k.to_user_string() for k in keys})
+
+    def not_run(self, assets: list[str], why: str) -> None:
+        """A line for each asset of the phase that did not run (Dagster reports no step for it)."""
+        for asset in assets:
+            if asset not in self.reported:
+                self.outcome.skipped.append(asset)
+                self._line(asset, "    -   ", why)
+
+    def failed_or_skipped(self) -> set[str]:
+        return ({g["asset"] for g in self.outcome.failed_gates} | {s["asset"] for s in self.outcome.failed_steps}
+                | set(self.outcome.skipped))
+
+    def follow(self, run_id: str, cursor: str | None) -> str | None:
+        conn = self.instance.get_records_for_run(run_id, cursor=cursor)
+        for record in conn.records:
+            self._event(record.event_log_entry)
+        return conn.cursor
+
+    def _event(self, entry) -> None:
+        ev = entry.dagster_event
+        if ev is None:  # a step's own log line (training epochs...): a transient status on a terminal
+            if entry.step_key in self.assets and entry.user_message and self.out.isatty():
+                self._status(f"  {self.assets[entry.step_key]}: {entry.user_message[:100]}")
+            return
+        if ev.event_type == DagsterEventType.ASSET_CHECK_EVALUATION:
+            data = ev.event_specific_data
+            asset = data.asset_key.to_user_string()
+            self.checks.setdefault(asset, []).append(data)
+            if not data.passed:
+                self.outcome.failed_gates.append({"asset": asset, "check": data.check_name,
+                                                  "description": data.description or ""})
+        elif ev.event_type in _STEP_END and ev.step_key in self.assets:
+            self._step_line(ev)
+
+    def _status(self, text: str) -> None:
+        self.out.write("\r" + text.ljust(110)[:110])
+        self.out.flush()
+        self.status_shown = True
+
+    def _step_line(self, ev) -> None:
+        asset = self.assets[ev.step_key]
+        checks = self.checks.get(asset, [])
+        gates = ", ".join(f"{c.check_name} {'ok' if c.passed else 'FAILED'}" for c in checks) or "-"
+        seconds = "    -   "
+        if ev.event_type == DagsterEventType.STEP_SKIPPED:
+            gates = "skipped: an upstream step or gate failed"
+            self.outcome.skipped.append(asset)
+        elif ev.event_type == DagsterEventType.STEP_FAILURE:
+            err = ev.event_specific_data.error
+            # A failed blocking check fails its step after the asset is stored: the gate says it all.
+            if not (err and err.cls_name == "DagsterAssetCheckFailedError"):
+                gates = "ERROR (see the summary)"
+                self.outcome.failed_steps.append({"asset": asset, "error": err.message.strip() if err else "failed"})
+        if ev.event_type != DagsterEventType.STEP_SKIPPED and ev.event_specific_data is not None and \
+                getattr(ev.event_specific_data, "duration_ms", None) is not None:
+            seconds = f"{ev.event_specific_data.duration_ms / 1000:6.1f} s"
+        self._line(asset, seconds, gates)
+
+    def _line(self, asset: str, seconds: str, text: str) -> None:
+        self.reported.add(asset)
+        self.outcome.done += 1
+        width = len(str(self.total))
+        if self.status_shown:
+            self.out.write("\r" + " " * 110 + "\r")
+            self.status_shown = False
+        self.out.write(f"[{self.outcome.done:>{width}}/{self.total}] {asset:<44} {seconds}  {text}\n")
+        self.out.flush()
+
+
+# --- the launch ---------------------------------------------------------------------------------------------------
+def stages(plan: list[Phase]) -> list[list[Phase]]:
+    """The order phases run in, side by side within a stage: the data; the frameworks' model phases together
+    (independent of each other, none of them timed); then each benchmark phase alone, so a benchmark never shares
+    the machine; the reports last."""
+    models = [p for p in plan if p.name not in ("data", "reports") and not p.name.endswith("-benchmarks")]
+    alone = [[p] for p in plan if p.name.endswith("-benchmarks")]
+    first = [[p] for p in plan if p.name == "data"]
+    last = [[p] for p in plan if p.name == "reports"]
+    return first + ([models] if models else []) + alone + last
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _phase_process(job: str, phase: Phase, tags: dict, log, threads: int | None) -> subprocess.Popen:
+    args = [sys.executable, "-m", "compression_pipeline.orchestration.launch", job,
+            json.dumps([k.to_user_string() for k in phase.keys]), json.dumps(tags)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if threads is not None:
+        env["COMPRESSION_PIPELINE_THREADS"] = str(threads)
+    # A new session: Ctrl-C reaches this process only, which then stops the phases itself (SIGINT, then waits).
+    return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT, start_new_session=True,
+                            env=env)
+
+
+def _find_run(instance: dg.DagsterInstance, tags: dict):
+    runs = instance.get_runs(filters=dg.RunsFilter(tags=tags), limit=1)
+    return runs[0] if runs else None
+
+
+def launch(family: str, out=sys.stdout, benchmarks: bool = True) -> int:
+    """Materialize every asset of ``family`` (without ``benchmarks``: the data, models and exports only, each gated);
+    print progress and a summary. Returns the exit status: 0 when every step ran and every gate passed."""
+    from compression_pipeline.definitions import defs
+    from compression_pipeline.recipe import load_recipes
+    from compression_pipeline.settings import Settings
+
+    settings = Settings.from_env()
+    recipes = {r.name: r for r in load_recipes(settings.recipes_dir)}
+    if family not in recipes:
+        print(f"error: no family {family!r} in {settings.recipes_dir}; families: {sorted(recipes)}", file=sys.stderr)
+        return 2
+    job = f"{family}_recompress"
+    plan = [p for p in phases(defs, recipes[family])
+            if benchmarks or not (p.name.endswith("-benchmarks") or p.name == "reports")]
+    total = sum(len(p.keys) for p in plan)
+    launch_id = uuid.uuid4().hex[:12]
+    start = time.perf_counter()
+    with dg.DagsterInstance.get() as instance:
+        logs = Path(instance.root_directory) / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        log_path = logs / f"run-{family}-{launch_id}.log"
+        print(f"Materializing {family}: {total} steps in {len(plan)} phases "
+              f"({', '.join(f'{p.name} {len(p.keys)}' for p in plan)}); Dagster's log: {log_path}", file=out)
+        progress, runs, graph = Progress(instance, total, out), [], defs.resolve_asset_graph()
+        with open(log_path, "ab") as log:
+            for stage in stages(plan):
+                # What stands on a failed step or gate is not built on the last good version behind its back:
+                # as within one run, it is skipped. The report is the exception (as the report_after_failure
+                # sensor does for the UI's runs): rebuilt from the last good models, it lists the rejected ones.
+                blocked = _downstream(graph, progress.failed_or_skipped()) - {f"{family}/report"}
+                # Side by side, the phases share the cores (unless the user fixed the thread count).
+                threads = None if settings.threads or len(stage) == 1 else max(1, _cores() // len(stage))
+                started = []
+                for phase in stage:
+                    keys = [k for k in phase.keys if k.to_user_string() not in blocked]
+                    progress.expect(phase.keys)
+                    progress.not_run([k.to_user_string() for k in phase.keys if k.to_user_string() in blocked],
+                                     "skipped: an upstream step or gate failed")
+                    if keys:
+                        tags = {LAUNCH_TAG: launch_id, PHASE_TAG: phase.name}
+                        proc = _phase_process(job, Phase(phase.name, keys), tags, log, threads)
+                        started.append((phase.name, keys, proc, tags))
+                results = _follow(instance, [(proc, tags) for _, _, proc, tags in started], progress)
+                for (name, keys, _, _), (code, run_id) in zip(started, results):
+                    progress.not_run([k.to_user_string() for k in keys], "not run: an upstream step or gate failed")
+                    if run_id:
+                        runs.append(run_id)
+                    if code is None:  # interrupted
+                        print("\nInterrupted: the running phases were stopped; their runs are marked failed or "
+                              "canceled in the instance. `make run` again rebuilds what is missing or stale.", file=out)
+                        return 130
+                    if code != 0 and not run_id:
+                        print(f"\nThe {name} phase could not start: see {log_path}", file=out)
+                        _tail(log_path, out)
+                        return 1
+        return summary(family, progress.outcome, runs, time.perf_counter() - start, log_path, out)
+
+
+def _follow(instance, procs: list[tuple[subprocess.Popen, dict]],
+            progress: Progress) -> list[tuple[int | None, str | None]]:
+    """Print the phases' steps as they finish, until every phase process has ended; returns per phase (exit code,
+    or None when interrupted, and its run id)."""
+    runs, cursors, codes = [None] * len(procs), [None] * len(procs), [None] * len(procs)
+    try:
+        while True:
+            for i, (proc, tags) in enumerate(procs):
+                if codes[i] is not None:
+                    continue
+                finished = proc.poll() is not None
+                if runs[i] is None:
+                    runs[i] = _find_run(instance, tags)
+                if runs[i] is not None:  # after the end too: the last events, written just before it ended
+                    cursors[i] = progress.follow(runs[i].run_id, cursors[i])
+                if finished:
+                    codes[i] = proc.returncode
+            if all(c is not None for c in codes):
+                return [(c, r.run_id if r else None) for c, r in zip(codes, runs)]
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        for proc, _ in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        for proc, _ in procs:
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        return [(None, r.run_id if r else None) for r in runs]
+
+
+def _downstream(graph, assets: set[str]) -> set[str]:
+    """Every asset below ``assets`` in the graph."""
+    out, todo = set(), [dg.AssetKey.from_user_string(a) for a in assets]
+    while todo:
+        for child in graph.get(todo.pop()).child_keys:
+            name = child.to_user_string()
+            if name not in out:
+                out.add(name)
+                todo.append(child)
+    return out
+
+
+def _tail(path: Path, out, lines: int = 30) -> None:
+    text = path.read_text(errors="replace").splitlines()[-lines:]
+    print("\n".join(text), file=out)
+
+
+ADVICE = {
+    "accuracy_gate": "raise the tolerance of that variant (`max_accuracy_drop` in its recipe entry), give it more "
+                     "fine-tuning (`finetune_epochs`) or a milder setting; for a baseline, more `epochs` or a lower "
+                     "`gates.accuracy_floor`",
+    "parity": "the export computes something else than its source model: check the exported graph, or raise "
+              "`gates.parity_atol` if the difference is numerical noise",
+    "constraints_met": "no model meets the recipe's `select` rule: relax `select` (see the reasons per model)",
+}
+DATA_ADVICE = "fix the dataset (the check's metadata in the UI names the rows), or the dataset's declared fields"
+
+
+def summary(family: str, outcome: Outcome, runs: list[str], seconds: float, log_path: Path, out=sys.stdout) -> int:
+    """The end of a launch: what failed and what to do, then the report table of the last good models."""
+    from compression_pipeline.settings import Settings
+
+    ok = not outcome.failed_gates and not outcome.failed_steps
+    print(f"\n{family}: {outcome.done} steps in {seconds / 60:.1f} min, "
+          f"{len(outcome.failed_gates)} failed gate(s), {len(outcome.failed_steps)} failed step(s), "
+          f"{len(outcome.skipped)} skipped; runs {', '.join(r[:8] for r in runs)}", file=out)
+    for g in outcome.failed_gates:
+        advice = ADVICE.get(g["check"], DATA_ADVICE)
+        print(f"\n  FAILED {g['asset']}: {g['check']}\n    {g['description']}\n    what to do: {advice}. The last "
+              "good version of it (if any) stays in use; nothing downstream was built on this one.", file=out)
+    for s in outcome.failed_steps:
+        first = s["error"].splitlines()[0] if s["error"] else "failed"
+        print(f"\n  ERROR {s['asset']}: {first}\n    the full traceback is in the UI (Runs) and in {log_path}",
+              file=out)
+    report = Settings.from_env().artifact_root / family / "report"
+    md = report / "report.md"
+    if md.is_file():
+        table = md.read_text().split("\n\n")
+        main = next((block for block in table if block.startswith("| model")), "")
+        print(f"\nThe report ({'the last good models' if not ok else 'this run'}):\n\n{main}\n", file=out)
+        print("Report files:\n" + "\n".join(f"  {report / n}" for n in ("report.md", "report.json", "report.html")
+                                            if (report / n).is_file()), file=out)
+    print("\nThe Dagster UI (`make ui`) shows every run, check and materialization of this launch.", file=out)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":  # a phase: python -m compression_pipeline.orchestration.launch <job> <keys> <tags>
+    sys.exit(run_phase(sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])))
