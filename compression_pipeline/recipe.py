@@ -8,18 +8,35 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator, model_validator
+from pydantic import (
+    Discriminator,
+    Field,
+    SerializeAsAny,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from compression_pipeline.errors import RecipeError
 from compression_pipeline.methods.registry import MethodConfig, get_method, methods_for
+from compression_pipeline.types import (
+    SOURCE_TAGS,
+    Framework,
+    ImportModel,
+    OnnxModel,
+    Strict,
+    ZooModel,
+    relative_path,
+    source_of,
+)
 
 FRAMEWORKS = ("torch", "tensorflow")
-Framework = Literal["torch", "tensorflow"]
+# A family's models exist per framework; a user's ONNX baseline is its own: "onnx" (only ONNX-level methods).
 # PyTorch eager, a compiled tf.function, the LiteRT (TFLite) interpreter, ONNX Runtime: each model is measured on
 # every listed runtime that can run it (a PyTorch model on torch and onnxruntime; a Keras model on tensorflow,
 # tflite and onnxruntime; a TFLite variant on tflite; an ONNX variant on onnxruntime).
@@ -31,10 +48,6 @@ def _unique(v: list) -> list:
     if len(set(v)) != len(v):
         raise ValueError(f"each entry may appear once, got {v}")
     return v
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 ImageSide = Annotated[int, Field(ge=2, le=4096)]  # the CNN pools by 2, so a side of 1 leaves nothing
@@ -64,19 +77,7 @@ class Dataset(Strict):
             raise ValueError(f"classes are the model's output indices 0..{len(v) - 1}, in order")
         return v
 
-    @field_validator("path")
-    @classmethod
-    def _path_stays_in_data_root(cls, v):
-        # Refused at load time, before anything runs: a dataset path is relative to the data root and never
-        # climbs out of it. (Symlinks that leave the root are refused when the file is read: resolve_inside.)
-        if v is not None:
-            if not v.strip() or "\x00" in v:
-                raise ValueError("must be a non-empty file name relative to the data root")
-            if v.startswith(("/", "\\", "~")) or re.match(r"^[A-Za-z]:", v):
-                raise ValueError("must be relative to the data root, not an absolute path")
-            if ".." in re.split(r"[/\\]", v):
-                raise ValueError("may not contain '..': dataset files live inside the data root")
-        return v
+    _path_stays_in_data_root = field_validator("path")(classmethod(lambda cls, v: relative_path(v)))
 
     @model_validator(mode="after")
     def _path_matches_source(self):
@@ -87,16 +88,35 @@ class Dataset(Strict):
         return self
 
 
-class Baseline(Strict):
-    arch: Literal["cnn"] = "cnn"
-    width: int = Field(64, ge=1, le=1024)
+class Training(Strict):
     epochs: int = Field(8, ge=1)
     batch_size: int = Field(64, ge=1)
     lr: float = Field(1e-3, gt=0)
+
+
+class ZooBaseline(ZooModel, Training):
     # The same architecture is built and trained in each framework, on the same splits.
     frameworks: list[Framework] = Field(default_factory=lambda: ["torch"], min_length=1)
 
     _unique_frameworks = field_validator("frameworks")(classmethod(lambda cls, v: _unique(v)))
+
+
+class ImportBaseline(ImportModel, Training):
+    train: bool = True  # train (or fine-tune the given weights) here; false: evaluate and compress as given
+
+    @property
+    def frameworks(self) -> list[str]:
+        return [self.framework]
+
+
+class OnnxBaseline(OnnxModel):
+    @property
+    def frameworks(self) -> list[str]:
+        return ["onnx"]
+
+
+Baseline = Annotated[Annotated[ZooBaseline, Tag("zoo")] | Annotated[ImportBaseline, Tag("import")]
+                     | Annotated[OnnxBaseline, Tag("onnx")], Discriminator(source_of)]
 
 
 class Tolerance(Strict):
@@ -168,7 +188,7 @@ class Recipe(Strict):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     description: str = ""
     dataset: Dataset = Dataset()
-    baseline: Baseline = Baseline()
+    baseline: Baseline = ZooBaseline()
     gates: Gates = Gates()
     variants: dict[str, Variant] = Field(default_factory=dict)
     benchmark: Benchmark = Benchmark()
@@ -227,9 +247,12 @@ def _fmt_loc(loc) -> str:
 
 def _raise_from(path, err: ValidationError, prefix=()):
     e = err.errors()[0]
-    loc = _fmt_loc(tuple(prefix) + tuple(e["loc"]))
+    # A tagged union (a model source) adds its tag to the location: the user wrote no such field.
+    parts = [p for i, p in enumerate(e["loc"]) if not (p in SOURCE_TAGS and i > 0 and isinstance(e["loc"][i - 1], str))]
+    loc = _fmt_loc(tuple(prefix) + tuple(parts))
     bad = e.get("input")
-    shown = "" if e["type"] == "missing" else f" (got {bad!r})"
+    # A whole block's problem (a model validator) names its fields itself: the block is not repeated.
+    shown = "" if e["type"] == "missing" or isinstance(bad, dict) and e["type"] == "value_error" else f" (got {bad!r})"
     allowed = ""
     ctx = e.get("ctx") or {}
     if "expected" in ctx:

@@ -1,5 +1,10 @@
-"""The input specification: what the models of a family take, carried from the dataset to every model, export and
+"""The shared vocabulary: the input specification and the model sources.
+
+The input specification says what the models of a family take, carried from the dataset to every model, export and
 runtime, so nothing downstream assumes an architecture, an image size or a channel count.
+
+Model sources say where a model comes from (the zoo, a builder the user names, the user's ONNX file): the recipe's
+baseline and a distillation student are one.
 
 Splits are stored in one canonical layout: images as (n, C, H, W) float32 with values ``raw * scale`` (in [0, 1]
 for images), feature vectors as (n, F) float32 (``raw * scale``). What a model is fed is ``(stored - mean) / std``
@@ -10,12 +15,110 @@ function that does that is ``compression_pipeline.data.batches.feed``.
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
 Layout = Literal["NCHW", "NHWC", "NF"]
 LAYOUTS = ("NCHW", "NHWC", "NF")
+Framework = Literal["torch", "tensorflow"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def relative_path(v: str | None) -> str | None:
+    """A user file's path: relative to the data root and never climbing out of it, refused at load time, before
+    anything runs. (Symlinks that leave the root are refused when the file is read: ``settings.resolve_inside``.)"""
+    if v is not None:
+        if not v.strip() or "\x00" in v:
+            raise ValueError("must be a non-empty file name relative to the data root")
+        if v.startswith(("/", "\\", "~")) or re.match(r"^[A-Za-z]:", v):
+            raise ValueError("must be relative to the data root, not an absolute path")
+        if ".." in re.split(r"[/\\]", v):
+            raise ValueError("may not contain '..': user files live inside the data root")
+    return v
+
+
+# --- model sources: where a model comes from (the baseline's, a distillation student's) ------------------------
+class ZooModel(Strict):
+    """A built-in architecture, built alike in every framework: ``cnn`` (images: three 3x3 convolutions, a 2x2
+    pool, two dense layers; ``width`` channels) or ``mlp`` (feature vectors, or images flattened: two hidden
+    layers of ``width`` units)."""
+
+    source: Literal["zoo"] = "zoo"
+    arch: Literal["cnn", "mlp"] = "cnn"
+    width: int = Field(64, ge=1, le=4096)
+
+
+# Builder arguments that make torchvision, timm or keras.applications download trained weights: offline they fail
+# after long retries, so they are refused when the recipe loads (bring trained weights as a file instead).
+DOWNLOADING_KWARGS = {"weights": "torchvision/keras.applications", "pretrained": "timm",
+                      "pretrained_cfg_overlay": "timm", "checkpoint_path": "timm"}
+WEIGHT_SUFFIXES = {"torch": (".safetensors",), "tensorflow": (".keras", ".weights.h5")}
+
+
+class ImportModel(Strict):
+    """A model built by a function the user names, ``module:callable``, called with ``kwargs`` (e.g.
+    ``torchvision.models:resnet18`` with ``{num_classes: 10}``, ``keras.applications:MobileNetV2`` with
+    ``{weights: null, input_shape: [32, 32, 3], classes: 10}``, or a function in the user's own module), in
+    ``framework``; optionally with trained ``weights`` (a file under the data root: safetensors for PyTorch,
+    ``.keras`` or ``.weights.h5`` for Keras; never a pickle)."""
+
+    source: Literal["import"]
+    builder: str
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    framework: Framework
+    weights: str | None = None
+
+    _weights_path = field_validator("weights")(classmethod(lambda cls, v: relative_path(v)))
+
+    @field_validator("builder")
+    @classmethod
+    def _module_colon_callable(cls, v):
+        if not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", v):
+            raise ValueError("a builder is 'module:callable', e.g. 'torchvision.models:resnet18' or "
+                             "'my_models:build' (a module importable from the project root)")
+        return v
+
+    @model_validator(mode="after")
+    def _offline_and_safe(self):
+        for key, who in DOWNLOADING_KWARGS.items():
+            value = self.kwargs.get(key)
+            if key in self.kwargs and value not in (None, False, ""):
+                raise ValueError(f"kwargs.{key}={value!r} makes {who} download trained weights, which cannot work "
+                                 f"here (no network at run time): set it to null/false and give trained weights as "
+                                 f"a file instead ('weights: <file under the data root>')")
+        if self.weights and not self.weights.endswith(WEIGHT_SUFFIXES[self.framework]):
+            raise ValueError(f"weights {self.weights!r}: a {self.framework} model's weights are a "
+                             f"{' or '.join(WEIGHT_SUFFIXES[self.framework])} file (never a pickle: .pt/.pth/.pkl "
+                             f"files are refused, since loading one runs its code)")
+        return self
+
+
+class OnnxModel(Strict):
+    """A user's ONNX file (under the data root): evaluated and benchmarked as given; only ONNX-level methods apply."""
+
+    source: Literal["onnx"]
+    path: str
+    input_layout: Literal["auto", "NCHW", "NHWC", "NF"] = "auto"  # auto: read from the graph's input shape
+
+    _path = field_validator("path")(classmethod(lambda cls, v: relative_path(v)))
+
+
+SOURCE_TAGS = ("zoo", "import", "onnx")
+
+
+def source_of(value) -> str:
+    return value.get("source", "zoo") if isinstance(value, dict) else getattr(value, "source", "zoo")
+
+
+ModelSource = Annotated[Annotated[ZooModel, Tag("zoo")] | Annotated[ImportModel, Tag("import")],
+                        Discriminator(source_of)]
+
+
 
 
 class InputSpec(BaseModel):

@@ -1,0 +1,91 @@
+"""The framework adapter: what the pipeline needs of a deep-learning framework, written once per framework, so a
+stage (baseline, variant, export) and a method that only trains or predicts are written once for all of them.
+
+An adapter works on the framework's own model object (a ``torch.nn.Module``, a ``keras.Model``) and on values:
+the splits in the stored layout (``types.InputSpec``), paths of files it writes or reads. It never imports Dagster.
+Where a method needs the framework's internals (pruning a layer, factorizing a weight), the method module holds one
+implementation per framework, side by side; what they share (ranking, SVD ranks, facts) is written once.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from compression_pipeline.types import InputSpec, Layout
+
+
+@dataclass(frozen=True)
+class Fit:
+    """How a model is trained or fine-tuned: Adam with a cosine schedule, the best validation epoch kept; with a
+    teacher, distillation (loss = alpha * T^2 * KL(teacher/T || student/T) + (1 - alpha) * cross-entropy)."""
+
+    epochs: int
+    batch_size: int = 64
+    lr: float = 1e-3
+    seed: int = 0
+    temperature: float = 4.0
+    alpha: float = 0.7
+
+
+class Framework(ABC):
+    """One deep-learning framework as the pipeline sees it."""
+
+    name: str  # "torch" | "tensorflow"
+    suffix: str  # the file suffix of a stored model: "safetensors" (with its rebuild recipe) | "keras"
+
+    # --- models ---------------------------------------------------------------------------------------------------
+    @abstractmethod
+    def build(self, source, spec: InputSpec, seed: int | None = None, data_root: Path | None = None) -> Any:
+        """The model a recipe's model source declares (``recipe.ZooModel`` or ``recipe.ImportModel``), for inputs
+        ``spec`` and ``spec.num_classes`` outputs, with its initial weights seeded, or the user's trained weights
+        (a file under ``data_root``) loaded. Checks that the model takes a batch of ``spec``'s samples and returns
+        ``spec.num_classes`` logits, and says which when it does not."""
+
+    @abstractmethod
+    def save(self, model, path: Path) -> None:
+        """Write ``model`` to ``path`` in a format that is loaded without unpickling anything and rebuilds any
+        model this pipeline produced (pruned, factorized) exactly."""
+
+    @abstractmethod
+    def load(self, path: Path) -> Any:
+        """The model ``save`` wrote. A file that is not one (a pickle in its place, say) is an ``ArtifactError``."""
+
+    @abstractmethod
+    def copy(self, model) -> Any:
+        """An independent copy (same architecture and weights, no shared state): a teacher, say."""
+
+    # --- data -----------------------------------------------------------------------------------------------------
+    @abstractmethod
+    def layout(self, spec: InputSpec) -> Layout:
+        """The input layout this framework's models take: NCHW (PyTorch) or NHWC (Keras) images, NF vectors."""
+
+    @abstractmethod
+    def fit(self, model, splits: dict[str, np.ndarray], spec: InputSpec, fit: Fit, teacher=None,
+            keep_zero: bool = False, log: Callable[[str], Any] | None = None) -> list[dict]:
+        """Train ``model`` in place on ``splits`` (X_train, y_train, X_val, y_val; stored layout), the weights of
+        the best validation epoch kept; with ``keep_zero``, weights that are zero when training starts stay zero (a
+        pruned model's masks). Returns one {"epoch", "loss", "val_accuracy"} per epoch."""
+
+    @abstractmethod
+    def predict(self, model, X: np.ndarray, spec: InputSpec, batch_size: int = 256) -> np.ndarray:
+        """Logits (n, classes) float32 for samples ``X`` in the stored layout, in inference mode."""
+
+    # --- facts and exports ----------------------------------------------------------------------------------------
+    @abstractmethod
+    def count_params(self, model) -> tuple[int, int]:
+        """(parameters, nonzero parameters)."""
+
+    @abstractmethod
+    def count_macs(self, model, spec: InputSpec) -> int:
+        """Multiply-accumulates of one sample's forward pass in the weight layers (convolutions, dense layers)."""
+
+    @abstractmethod
+    def export_onnx(self, model, path: Path, spec: InputSpec) -> Layout:
+        """Write an ONNX file with one input (a dynamic batch dimension) in this framework's layout and one output
+        (the logits); returns that layout. The file's IR version is one every supported ONNX Runtime reads."""
