@@ -146,15 +146,16 @@ def _process_device_mb() -> tuple[float | None, str]:
     if not shutil.which("nvidia-smi"):
         return None, "unavailable"
     try:
+        # check=False: a failed query leaves nothing to parse; that ends in the device fallback or "unavailable".
         out = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
-                             capture_output=True, text=True, timeout=20).stdout
+                             capture_output=True, text=True, timeout=20, check=False).stdout
         for line in out.splitlines():
             pid, used = [x.strip() for x in line.split(",")]
             if pid == str(os.getpid()):
                 return float(used), "process"
         # In a container the PID namespace often hides our pid: fall back to the device (the gpu pool is exclusive).
         out = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits", "-i", "0"],
-                             capture_output=True, text=True, timeout=20).stdout
+                             capture_output=True, text=True, timeout=20, check=False).stdout
         return float(out.split()[0]), "device"
     except (subprocess.SubprocessError, OSError, ValueError, IndexError):
         return None, "unavailable"
@@ -204,9 +205,9 @@ def bench_onnx(path: Path, in_shape, batch_sizes, device: str, threads: int | No
     sess = onnx_tools.session(path, device, n_threads)
     load_s = time.perf_counter() - t0
     provider = sess.get_providers()[0]
-    if provider != asked[0]:  # ORT fell back: an error when CUDA was demanded, a recorded fact otherwise
-        if device == "cuda":
-            raise RuntimeError(f"ONNX Runtime was asked for {asked[0]} but runs on {provider}")
+    # ORT fell back: an error when CUDA was demanded, a recorded fact ("fallback") otherwise.
+    if provider != asked[0] and device == "cuda":
+        raise RuntimeError(f"ONNX Runtime was asked for {asked[0]} but runs on {provider}")
     extra = {"providers_requested": asked, "fallback": provider != asked[0]}
     rows = _onnx_cells(sess, in_shape, batch_sizes, n_threads, protocol, load_s, "fp32", extra)
     skipped = skipped if skipped is not None else []
@@ -246,13 +247,13 @@ def _onnx_cells(sess, in_shape, batch_sizes, threads, protocol, load_s, precisio
                 binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0))
                 binding.bind_output(out_name, "cuda", 0)
 
-                def call():
+                def call(binding=binding):
                     sess.run_with_iobinding(binding)
                     binding.synchronize_outputs()
 
-                gpu["h2d_ms"] = _copy_ms(lambda: ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0))
+                gpu["h2d_ms"] = _copy_ms(lambda x=x: ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0))
             else:
-                def call():
+                def call(x=x):
                     sess.run([out_name], {name: x})
             t = timed(call, protocol, warm)
         if on_gpu:
@@ -311,9 +312,9 @@ def bench_torch(module, in_shape, batch_sizes, device: str, threads: int | None,
                 if use_cuda:
                     torch.cuda.synchronize()
                     torch.cuda.reset_peak_memory_stats()
-                    gpu["h2d_ms"] = _copy_ms(lambda: (host.to(dev), torch.cuda.synchronize()))
+                    gpu["h2d_ms"] = _copy_ms(lambda host=host: (host.to(dev), torch.cuda.synchronize()))
 
-                def call():
+                def call(m=m, x=x):
                     with torch.inference_mode():
                         m(x)
                     if use_cuda:

@@ -140,14 +140,14 @@ def bench_tensorflow(model, in_shape, batch_sizes, device: str, threads: int | N
                 if use_gpu:
                     tf.config.experimental.reset_memory_stats("GPU:0")
 
-                    def h2d():
+                    def h2d(host=host):
                         with tf.device(dev):
                             tf.identity(host)
                         tf.test.experimental.sync_devices()
 
                     gpu["h2d_ms"] = _copy_ms(h2d)
 
-                def call():
+                def call(fn=fn, x=x):
                     with tf.device(dev):
                         fn(x).numpy()  # blocks until the logits are on the host
 
@@ -207,7 +207,7 @@ def bench_tflite(path: Path, in_shape, batch_sizes, threads: int | None, protoco
             interp.allocate_tensors()
             nodes = delegated_nodes(interp)
 
-            def call():
+            def call(x=x):
                 interp.set_tensor(inp["index"], x)
                 interp.invoke()
                 interp.get_tensor(out["index"]).copy()

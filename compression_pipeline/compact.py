@@ -3,8 +3,8 @@
 Per clustered layer: a float32 codebook of at most 2^b values and the b-bit index of each weight, packed;
 for a pruned layer only its nonzero weights carry an index, and a packed bitmap says where they are.
 Every other tensor (biases, unclustered layers) is stored raw. The whole payload is then entropy-coded with a
-standard codec (zlib: LZ77 + Huffman coding). A sha256 of the payload guards against corruption; decoding rebuilds the dense state
-dict exactly, bit for bit.
+standard codec (zlib: LZ77 + Huffman coding). A sha256 of the payload guards against corruption; decoding rebuilds
+the dense state dict exactly, bit for bit.
 
 Layout: MAGIC | u32 header length | header JSON | zlib(payload). The header lists each tensor's name, shape,
 encoding, offsets and the payload's sha256.

@@ -52,7 +52,8 @@ def load_raw(dataset, data_root: str | Path) -> tuple[np.ndarray, np.ndarray, st
     if X.ndim == 3:
         X = X.reshape(len(X), -1)
     if X.ndim != 2 or X.shape[1] != h * w:
-        raise DatasetError(name, f"X has shape {X.shape}; expected (n, {h * w}) or (n, {h}, {w}) for image_shape {h}x{w}")
+        raise DatasetError(name, f"X has shape {X.shape}; expected (n, {h * w}) or (n, {h}, {w}) "
+                                 f"for image_shape {h}x{w}")
     if y.ndim != 1 or len(y) != len(X):
         raise DatasetError(name, f"y has shape {y.shape}; expected ({len(X)},), one label per row of X")
     if not (np.issubdtype(X.dtype, np.integer) or np.issubdtype(X.dtype, np.floating)):

@@ -58,11 +58,12 @@ def _nvidia_smi_extras() -> dict:
     """The CUDA version the driver supports (nvidia-smi's header) and the compute capability, when shown."""
     out = {}
     try:
-        text = subprocess.run(["nvidia-smi"], capture_output=True, text=True, timeout=20).stdout
+        # check=False: a failed nvidia-smi prints no "CUDA Version:", so nothing is recorded.
+        text = subprocess.run(["nvidia-smi"], capture_output=True, text=True, timeout=20, check=False).stdout
         if "CUDA Version:" in text:
             out["driver_cuda"] = text.split("CUDA Version:", 1)[1].split()[0]
         cap = subprocess.run(["nvidia-smi", "--query-gpu=compute_cap", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=20)
+                             capture_output=True, text=True, timeout=20, check=False)
         if cap.returncode == 0 and cap.stdout.strip():
             out["compute_capability"] = cap.stdout.strip().splitlines()[0]
     except (subprocess.SubprocessError, OSError):

@@ -60,7 +60,8 @@ def render(report: dict, decision: Decision, data: dict, artifact: dict) -> str:
               "samples/s | speedup vs baseline |"), "|---|---|---|---|---|---|---|---|---|---|"]
     for r in m["benchmarks"]:
         lines.append(f"| {cell_label(cell(r))} | {r['provider']} | {r['p50_ms']:.3f} | {r['p90_ms']:.3f} | "
-                     f"{r.get('p95_ms', float('nan')):.3f} | {r['p99_ms']:.3f} | {r.get('mean_ms', float('nan')):.3f} | "
+                     f"{r.get('p95_ms', float('nan')):.3f} | {r['p99_ms']:.3f} | "
+                     f"{r.get('mean_ms', float('nan')):.3f} | "
                      f"{r.get('std_ms', float('nan')):.3f} | {r['throughput']:,.0f} | "
                      f"{r.get('speedup_vs_baseline', 1.0):.2f}x |")
     for s in m.get("benchmarks_skipped", []):

@@ -110,7 +110,8 @@ def validate_splits(splits: dict[str, np.ndarray], classes: list[int], min_train
         for gate, exp in exps:
             gate_of[suite.add_expectation(exp).id] = gate
         batch = source.add_dataframe_asset(table).add_batch_definition_whole_dataframe("all")
-        vd = context.validation_definitions.add(gx.ValidationDefinition(name=f"{table}_validation", data=batch, suite=suite))
+        vd = context.validation_definitions.add(gx.ValidationDefinition(name=f"{table}_validation", data=batch,
+                                                                        suite=suite))
         index_cols = _index_columns(table)
         result = vd.run(batch_parameters={"dataframe": frames[table]},
                         result_format={"result_format": "SUMMARY", "unexpected_index_column_names": index_cols})
@@ -137,10 +138,12 @@ def _summarize(split: str, r) -> dict:
     for key in ("observed_value", "unexpected_count", "unexpected_percent", "element_count"):
         if key in res and res[key] is not None:
             v = res[key]
-            out[key] = float(v) if isinstance(v, (np.floating, float)) else (int(v) if isinstance(v, (int, np.integer)) else str(v)[:200])
+            out[key] = (float(v) if isinstance(v, (np.floating, float))
+                        else int(v) if isinstance(v, (int, np.integer)) else str(v)[:200])
     where = res.get("partial_unexpected_index_list" if _index_columns(split) else "partial_unexpected_list") or []
     if where:
-        out["examples"] = [({k: str(v) for k, v in w.items()} if isinstance(w, dict) else str(w)[:60]) for w in where[:5]]
+        out["examples"] = [({k: str(v) for k, v in w.items()} if isinstance(w, dict) else str(w)[:60])
+                           for w in where[:5]]
     if raised:
         out["error"] = str(exc.get("exception_message"))[:300]
     return out

@@ -366,7 +366,8 @@ def _check_graph(recipe: Recipe, path) -> None:
             parent_form = recipe.form(v.parent, fw)
             if not method.accepts(parent_form):
                 others = [f for f in recipe.frameworks_of(vname) if f != fw]
-                limit = f"; or build this variant in the others only: 'frameworks: [{', '.join(others)}]'" if others else ""
+                limit = (f"; or build this variant in the others only: 'frameworks: [{', '.join(others)}]'"
+                         if others else "")
                 raise RecipeError(
                     path, f"variants.{vname}.method",
                     f"{v.method!r} works on {sorted(method.impls)} models, but parent {v.parent!r} is a "

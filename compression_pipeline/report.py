@@ -54,13 +54,15 @@ def build(recipe: Recipe, models: list[tuple[Handle, Handle]], rejected: list[di
             "accuracy_drop": i["baseline_accuracy"] - i["accuracy"],
             "accuracy_drop_relative": (i["baseline_accuracy"] - i["accuracy"]) / max(i["baseline_accuracy"], 1e-12),
             # the paired drop's confidence interval on the same test images (None for a baseline), and n
-            "accuracy_drop_ci": i.get("accuracy_drop_ci"), "accuracy_drop_confidence": i.get("accuracy_drop_confidence"),
+            "accuracy_drop_ci": i.get("accuracy_drop_ci"),
+            "accuracy_drop_confidence": i.get("accuracy_drop_confidence"),
             "test_samples": i.get("test_samples"), "images_worse": i.get("images_worse"),
             "images_better": i.get("images_better"),
             "tolerance": recipe.tolerance(i["name"]).model_dump() if i["name"] != "baseline" else None,
             "params": i["params"], "nonzero_params": i["nonzero_params"], "file_bytes": i["file_bytes"],
             "gzip_bytes": i["gzip_bytes"], "compact_bytes": i.get("compact_bytes"),
-            "compact_artifact": i.get("compact_artifact"), "artifact": deployable.artifact.path, "sha256": deployable.artifact.sha256,
+            "compact_artifact": i.get("compact_artifact"), "artifact": deployable.artifact.path,
+            "sha256": deployable.artifact.sha256,
             "gates_passed": deployable.gates_passed, "gates": i.get("gates", []),
             "benchmarks": [{k: r[k] for k in BENCH_FIELDS if k in r} for r in bench.info["results"]],
             "benchmarks_skipped": bench.info.get("skipped", []),
@@ -144,8 +146,9 @@ def markdown(report: dict) -> str:
     cells = sorted({cell(r) for m in report["models"] for r in m["benchmarks"]})
     head = ["model", "framework", "method", "parent", "accuracy", "drop pp (95% CI)", "params", "file KB", "gzip KB",
             "compact KB", "gates"] + [f"{cell_label(c)} p50 ms (speedup)" for c in cells]
+    runtimes = "/".join(sorted({m["accuracy_runtime"] for m in report["models"]}))
     lines = [f"# {report['family']}: compression report", "",
-             (f"Accuracy on the test split, measured on the deployed artifact ({'/'.join(sorted({m['accuracy_runtime'] for m in report['models']}))}). "
+             (f"Accuracy on the test split, measured on the deployed artifact ({runtimes}). "
              "Drop is against the same framework's baseline; speedup is baseline p50 / model p50 on the same runtime "
              "and batch size, measured in the same run. "
              f"The drop's interval is from the paired predictions on the same {_test_samples(report)} test images "
@@ -167,8 +170,9 @@ def markdown(report: dict) -> str:
              for m in report["models"] if m.get("note")]
     if notes:
         lines += ["", "Notes:", "", *notes]
+    # Left out: runtimes that cannot run the model at all (applicable False).
     skipped = sorted({f"{s['runtime']} {s['precision']}: {s['reason']}" for m in report["models"]
-                      for s in m.get("benchmarks_skipped", []) if s.get("applicable", True)})  # not: runtime can't run it
+                      for s in m.get("benchmarks_skipped", []) if s.get("applicable", True)})
     if skipped:
         lines += ["", "Not measured here: " + "; ".join(skipped) + "."]
     from compression_pipeline import report_compare

@@ -255,7 +255,8 @@ def _table(report: dict) -> str:
         for r in m["benchmarks"]:
             dev = r.get("peak_device_mb")
             vals = [model_key(m), cell_label(cell(r)), r["provider"]] + \
-                [f"{r[k]:.3f}" if k in r else "-" for k in ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "mean_ms", "std_ms")] + \
+                [f"{r[k]:.3f}" if k in r else "-"
+                 for k in ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "mean_ms", "std_ms")] + \
                 [str(r.get("runs", "-")), f"{r['throughput']:,.0f}", f"{r.get('load_s', 0):.3f}",
                  f"{r['first_call_ms']:.2f} ms" if "first_call_ms" in r else "-",
                  f"{r['peak_host_mb']:.0f}" if "peak_host_mb" in r else "-", "-" if dev is None else f"{dev:.1f}",
@@ -289,7 +290,8 @@ def _md_lines_html(lines: list[str]) -> str:
 
 CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px;color:#222}
 table{border-collapse:collapse;font-size:13px;margin:1em 0}th,td{border:1px solid #ccc;padding:3px 7px;text-align:right}
-th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%;border:1px solid #eee;margin:.5em 0}
+th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}\
+img{max-width:100%;border:1px solid #eee;margin:.5em 0}
 .note{color:#555;font-size:13px}"""
 
 
@@ -304,7 +306,8 @@ def html_page(report: dict, images: dict[str, bytes]) -> str:
         (f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(report['family'])}: compression report</title>"
         f"<style>{CSS}</style></head><body>"),
         f"<h1>{esc(report['family'])}: compression report</h1>",
-        (f"<p class='note'>Generated {esc(str(report.get('generated_at', '')))} from {esc(str(report.get('recipe', '')))}. "
+        (f"<p class='note'>Generated {esc(str(report.get('generated_at', '')))} "
+        f"from {esc(str(report.get('recipe', '')))}. "
         "Accuracy is measured on the deployed artifact with the runtime that is benchmarked; latency is the p50 of "
         "the measured calls after warm-up; speedups are against the fp32 baseline on the same runtime and batch size, "
         "measured in the same run.</p>"),

@@ -109,8 +109,8 @@ def _save_keras(recipe, store, name, model, spec, logits, y, reference, extra) -
     params, nonzero = K.count_params(model)
     weights = {w.path: np.asarray(w.numpy()) for w in model.weights}
     info = {"name": name, "framework": "tensorflow", "form": "tensorflow", "spec": spec.model_dump(mode="json"),
-            "params": params, "nonzero_params": nonzero, "macs": zoo.count_macs(spec), "file_bytes": slot.artifact.bytes,
-            "compact_bytes": _compact_bytes(weights),
+            "params": params, "nonzero_params": nonzero, "macs": zoo.count_macs(spec),
+            "file_bytes": slot.artifact.bytes, "compact_bytes": _compact_bytes(weights),
             "seed": recipe.dataset.seed, "versions": environment.versions(), **extra}
     gate = accuracy_gate(recipe, store, f"{recipe.name}/tensorflow_{name}", name, info, logits, y, reference,
                          "tensorflow")

@@ -97,8 +97,9 @@ def spec_of(module, spec: CNNSpec) -> CNNSpec:
     fcs = [layers["fc1"], layers["fc2"]]
     out_features = [f[-1].out_features if type(f).__name__ == "Sequential" else f.out_features for f in fcs]
     ranks = tuple(f[0].out_features if type(f).__name__ == "Sequential" else None for f in fcs)
-    return CNNSpec.model_validate({**spec.model_dump(), "channels": tuple(layers[f"conv{i}"].out_channels for i in (1, 2, 3)),
-                                   "hidden": out_features[0], "num_classes": out_features[1], "linear_ranks": ranks})
+    channels = tuple(layers[f"conv{i}"].out_channels for i in (1, 2, 3))
+    return CNNSpec.model_validate({**spec.model_dump(), "channels": channels, "hidden": out_features[0],
+                                   "num_classes": out_features[1], "linear_ranks": ranks})
 
 
 def dense_linear(layer):

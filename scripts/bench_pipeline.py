@@ -42,7 +42,8 @@ def print_speedups(models: list[dict]) -> None:
         out = []
         for c in cells:
             r = rows.get(c)
-            out.append("-" if r is None else f"{r.get('speedup_vs_baseline', float('nan')):.2f}x ({r['p50_ms']:.3f} ms)")
+            out.append("-" if r is None
+                       else f"{r.get('speedup_vs_baseline', float('nan')):.2f}x ({r['p50_ms']:.3f} ms)")
         print(f"  {m['framework'] + '_' + m['name']:<24}" + "".join(f"{v:>22}" for v in out))
 
 

@@ -111,7 +111,8 @@ def main(argv=None) -> int:
     print("| asset | " + " | ".join(names) + " |\n|---|" + "---|" * len(names))
     for a in assets:
         print(f"| {a} | " + " | ".join(cell(results[n].get(a)) for n in names) + " |")
-        margins = [margin(g["metadata"]) for g in (results[n].get(a) for n in names) if g and "tolerance" in g["metadata"]]
+        margins = [margin(g["metadata"]) for g in (results[n].get(a) for n in names)
+                   if g and "tolerance" in g["metadata"]]
         if margins:
             worst[a] = min(margins)
     if worst:

@@ -4,8 +4,9 @@
     .venv/bin/python scripts/measure_methods.py --report DIR/digits/report/report.json   # judge an existing run
 
 Materializes every asset of assets/digits.yaml in-process through Dagster on a throwaway instance, with the
-benchmark pinned to ``--threads`` threads (training and evaluation use one per core), then reads the pipeline's own report.json and prints
-each target next to the measured value: every ratio comes from one run, so the machine's load cancels out.
+benchmark pinned to ``--threads`` threads (training and evaluation use one per core), then reads the pipeline's own
+report.json and prints each target next to the measured value: every ratio comes from one run, so the machine's load
+cancels out.
 """
 
 from __future__ import annotations
@@ -110,7 +111,8 @@ def main(argv=None) -> int:
     report["_path"] = str(path)
     threads = {b.get("threads") for m in report["models"] for b in m["benchmarks"]}
     lines = [f"report: {path} (benchmark threads: {sorted(threads, key=str)})", "",
-             "| model | accuracy | drop pp | params | params x | MACs x | file x | gzip KB | ORT b1 x | ORT b32 x | gates |",
+             ("| model | accuracy | drop pp | params | params x | MACs x | file x | gzip KB | ORT b1 x | ORT b32 x "
+              "| gates |"),
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for x in report["models"]:
         lines.append(f"| {x['name']} | {x['accuracy']:.4f} | {100 * x['accuracy_drop']:+.2f} | {x['params']:,} | "

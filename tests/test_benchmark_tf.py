@@ -128,7 +128,8 @@ print(json.dumps([first, later, tf.config.threading.get_intra_op_parallelism_thr
 def test_threads_recorded_are_the_ones_tf_uses(models):
     import tensorflow as tf
 
-    out = subprocess.run([sys.executable, "-c", THREADS_SCRIPT], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", THREADS_SCRIPT], capture_output=True, text=True, timeout=120,
+                         check=False)
     assert json.loads(out.stdout.splitlines()[-1]) == [[1, "set"], [1, "fixed_earlier"], 1], out.stderr[-2000:]
     # In this process TF started when the fixture built the model: too late to set, whatever came before.
     in_effect = tf.config.threading.get_intra_op_parallelism_threads()

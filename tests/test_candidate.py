@@ -2,6 +2,7 @@
 model meets keeps the previous candidate (its handle, its files) while the check says why."""
 
 import json
+from pathlib import Path
 
 import dagster as dg
 
@@ -15,8 +16,8 @@ CANDIDATE = dg.AssetKey(["tiny", "deployment_candidate"])
 
 def _run(defs, instance, keys=None):
     job = defs.resolve_implicit_global_asset_job_def()
-    return job.execute_in_process(instance=instance, raise_on_error=False,
-                                  asset_selection=None if keys is None else [dg.AssetKey.from_user_string(k) for k in keys])
+    selection = None if keys is None else [dg.AssetKey.from_user_string(k) for k in keys]
+    return job.execute_in_process(instance=instance, raise_on_error=False, asset_selection=selection)
 
 
 def _meta(result, key):
@@ -32,7 +33,7 @@ def test_candidate_is_chosen_then_kept_when_no_model_meets_the_rule(roots, tiny_
         assert first.success
         report = _meta(first, "tiny/report")
         html = report["report_html"].path
-        assert html.endswith("tiny/report/report.html") and "<img" in open(html).read()
+        assert html.endswith("tiny/report/report.html") and "<img" in Path(html).read_text()
         assert "| int8 | torch | quantize_static |" in report["table"].md_str
         bench = _meta(first, "tiny/torch_int8_benchmark")
         for k in ("onnxruntime_b1_p50_ms", "onnxruntime_b4_p50_ms", "onnxruntime_b1_throughput", "accuracy",
@@ -55,6 +56,7 @@ def test_candidate_is_chosen_then_kept_when_no_model_meets_the_rule(roots, tiny_
         assert "> max_file_bytes 10" in check.description
     # Consumers still read the previous candidate; the failed attempt is kept as a run record only.
     assert handles.load_good(CANDIDATE) == chosen
-    runs = [json.loads(p.read_text()) for p in (roots.artifact_root / "_handles/tiny/deployment_candidate/runs").glob("*.json")]
+    runs = [json.loads(p.read_text())
+            for p in (roots.artifact_root / "_handles/tiny/deployment_candidate/runs").glob("*.json")]
     assert sorted(r["gates_passed"] for r in runs) == [False, True]
     assert (current / "model.onnx").read_bytes() == model_bytes and (current / "model_card.md").read_text() == card

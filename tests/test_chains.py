@@ -64,7 +64,8 @@ def test_a_chain_materializes_with_lineage_and_full_metadata(roots, tiny_recipe_
         assert info["versions"]["torch"] and info["versions"]["onnx"]
     assert export["gzip_bytes"] and int8["gzip_bytes"]  # a deployable's storage facts (the report's)
     assert pruned["config"] == {**pruned["config"], "ratio": 0.5, "finetune_epochs": 1}
-    assert pruned["accuracy_runtime"] == "torch" and export["accuracy_runtime"] == int8["accuracy_runtime"] == "onnxruntime"
+    assert pruned["accuracy_runtime"] == "torch"
+    assert export["accuracy_runtime"] == int8["accuracy_runtime"] == "onnxruntime"
     assert pruned["params"] <= 0.3 * baseline["params"] and pruned["macs"] <= 0.3 * baseline["macs"]
     assert export["macs"] == int8["macs"] == pruned["macs"] and int8["parent"] == "pruned"
     assert export["accuracy_drop"] == pytest.approx(export["baseline_accuracy"] - export["accuracy"])

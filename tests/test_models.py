@@ -1,6 +1,7 @@
 """The model path on tiny models: train, save/load without pickle, export, quantize, benchmark, report."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -126,7 +127,8 @@ def test_artifact_store_is_atomic_content_addressed_and_contained(tmp_path):
     with pytest.raises(RuntimeError), store.writing("fam/x", "bin", "bin") as slot:
         slot.path.write_bytes(b"half")
         raise RuntimeError("killed midway")
-    assert sorted(p.name for p in (tmp_path / "fam/x").iterdir()) == sorted([a.path.split("/")[-1], c.path.split("/")[-1]])
+    assert sorted(p.name for p in (tmp_path / "fam/x").iterdir()) == sorted([a.path.split("/")[-1],
+                                                                             c.path.split("/")[-1]])
     store.path(a).write_bytes(b"tampered")
     with pytest.raises(ArtifactError, match="sha256"):
         store.path(a, verify=True)
@@ -157,7 +159,7 @@ def test_report_contract(tiny_model, tmp_path, tiny_recipe_dict):
 
     rep = report.build(recipe, [entry("baseline", 0.9, 2.0), entry("int8", 0.88, 1.0)])
     paths = report.write(rep, store)
-    data = json.loads(open(paths["json"]).read())
+    data = json.loads(Path(paths["json"]).read_text())
     assert set(data) >= {"environment", "models"}
     m = data["models"][1]
     for field in ("name", "framework", "method", "parent", "accuracy", "accuracy_drop", "params", "file_bytes",
@@ -168,4 +170,4 @@ def test_report_contract(tiny_model, tmp_path, tiny_recipe_dict):
     for field in ("runtime", "provider", "device", "batch_size", "p50_ms", "p90_ms", "p99_ms", "throughput"):
         assert field in b
     assert b["speedup_vs_baseline"] == pytest.approx(2.0)
-    assert "| int8 | torch | quantize_static | baseline | 0.8800 | +2.00 |" in open(paths["md"]).read()
+    assert "| int8 | torch | quantize_static | baseline | 0.8800 | +2.00 |" in Path(paths["md"]).read_text()

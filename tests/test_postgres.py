@@ -1,11 +1,11 @@
 """The team instance for real: deploy/dagster.yaml as shipped, on a real PostgreSQL server.
 
 `make test` installs and starts PostgreSQL on 127.0.0.1 before pytest (scripts/test_services.sh). The connection comes
-from DAGSTER_PG_HOST / _PORT / _USERNAME / _PASSWORD / _DB (defaults: the role and database scripts/test_services.sh makes).
-Each run of the test creates its own database and a role with a random password, materializes the data assets of
-the default family (digits) with the instance's storage in that database, reads the records back through Dagster
-and straight from the tables, checks that the password appears nowhere in what the run recorded, and drops both.
-If no server answers, the test fails and says how to start one: it never skips silently.
+from DAGSTER_PG_HOST / _PORT / _USERNAME / _PASSWORD / _DB (defaults: the role and database
+scripts/test_services.sh makes). Each run of the test creates its own database and a role with a random password,
+materializes the data assets of the default family (digits) with the instance's storage in that database, reads the
+records back through Dagster and straight from the tables, checks that the password appears nowhere in what the run
+recorded, and drops both. If no server answers, the test fails and says how to start one: it never skips silently.
 """
 
 import json

@@ -1,4 +1,5 @@
-"""Recipes parse into typed models; a bad recipe fails at load naming the file, the field, the value, what is allowed."""
+"""Recipes parse into typed models; a bad recipe fails at load naming the file, the field, the value, what is
+allowed."""
 
 import pytest
 import yaml

@@ -3,6 +3,7 @@
 import base64
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -151,14 +152,14 @@ def test_markdown_has_both_sections_and_keeps_the_main_table(two_frameworks):
 def test_html_shows_the_comparison_table_and_plot(two_frameworks):
     rep, store = two_frameworks
     paths = report.write(rep, store)
-    page = open(paths["html"]).read()
+    page = Path(paths["html"]).read_text()
     embedded = dict(re.findall(r'<img alt="(\w+)" src="data:image/png;base64,([A-Za-z0-9+/=]+)">', page))
     assert list(embedded) == ["accuracy_latency", "frameworks", "speedup", "sizes"]
-    assert base64.b64decode(embedded["frameworks"]) == open(paths["frameworks"], "rb").read()
+    assert base64.b64decode(embedded["frameworks"]) == Path(paths["frameworks"]).read_bytes()
     summary, comparison = page.split("<h2>Framework comparison</h2>")
     assert summary.count("<table>") == 1  # the summary is the main table alone
     assert "<td>1.20x</td><td>1.25x</td>" in comparison and "<h2>Runtimes</h2>" in comparison
-    assert json.loads(open(paths["json"]).read())["framework_comparison"][1]["name"] == "int8"
+    assert json.loads(Path(paths["json"]).read_text())["framework_comparison"][1]["name"] == "int8"
 
 
 def test_single_framework_report_has_no_framework_comparison(tmp_path, recipe):

@@ -3,6 +3,7 @@
 import base64
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -75,19 +76,19 @@ def test_html_report_renders_the_three_plots(family_report):
     rep, store = family_report
     paths = report.write(rep, store)
     for name in report_html.PLOTS:
-        png = open(paths[name], "rb").read()
+        png = Path(paths[name]).read_bytes()
         assert png.startswith(PNG_MAGIC) and len(png) > 10_000, name
         width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
         assert width >= 600 and height >= 150
-    page = open(paths["html"]).read()
+    page = Path(paths["html"]).read_text()
     embedded = re.findall(r'<img alt="(\w+)" src="data:image/png;base64,([A-Za-z0-9+/=]+)">', page)
     assert [name for name, _ in embedded] == ["accuracy_latency", "speedup", "sizes"]
     for name, data in embedded:  # the embedded images are the PNG files written next to the page
-        assert base64.b64decode(data) == open(paths[name], "rb").read()
+        assert base64.b64decode(data) == Path(paths[name]).read_bytes()
     for text in ("<h2>Accuracy vs latency</h2>", "Pareto front", "torch_int8", "0.9600", "onnxruntime fp16 b1",
                  "fp16 is benchmarked on CUDA only", "Every benchmark cell"):
         assert text in page, text
-    assert json.loads(open(paths["json"]).read())["models"][0]["benchmarks_skipped"][0]["precision"] == "fp16"
+    assert json.loads(Path(paths["json"]).read_text())["models"][0]["benchmarks_skipped"][0]["precision"] == "fp16"
 
 
 def test_the_plotted_front_is_the_computed_front(family_report):

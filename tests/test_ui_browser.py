@@ -6,8 +6,8 @@ the automation sensor and the nightly schedule are listed and on, a materializat
 launched from the UI succeeds and its seven gates show as passed, and the automation sensor then requests
 the rest of the family by itself. Screenshots and the server log go to test-artifacts/ui/.
 
-Needs Debian's chromium at /usr/bin/chromium (or $CHROMIUM); `make test` installs it (scripts/test_services.sh). Without it the test
-fails and says so: it is never skipped.
+Needs Debian's chromium at /usr/bin/chromium (or $CHROMIUM); `make test` installs it (scripts/test_services.sh).
+Without it the test fails and says so: it is never skipped.
 """
 
 from __future__ import annotations
@@ -46,11 +46,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _default_signals():
-    # A process started from a background job inherits SIGINT/SIGTERM as ignored, and `dagster dev` would
-    # then never stop: give the server the default dispositions before exec.
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
-        signal.signal(sig, signal.SIG_DFL)
+# A process started from a background job inherits SIGINT/SIGTERM as ignored, and `dagster dev` would then never
+# stop: the server starts through this launcher (`python -c DEFAULT_SIGNALS_EXEC -m dagster dev ...`), which gives it
+# the default dispositions and execs it in place (same pid, so still the leader of its own session). A launcher
+# rather than Popen's preexec_fn, which is not safe in a process with threads.
+DEFAULT_SIGNALS_EXEC = (
+    "import os, signal, sys\n"
+    "for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):\n"
+    "    signal.signal(sig, signal.SIG_DFL)\n"
+    "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])\n"
+)
 
 
 def _group_alive(pgid: int) -> bool:
@@ -75,9 +80,9 @@ def dagster_dev(tmp_path: Path, log_path: Path):
     url = f"http://127.0.0.1:{port}"
     t0 = time.monotonic()
     with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-h", "127.0.0.1",
-                                 "-p", str(port)], cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True, preexec_fn=_default_signals)
+        proc = subprocess.Popen([sys.executable, "-c", DEFAULT_SIGNALS_EXEC, "-m", "dagster", "dev",
+                                 "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)], cwd=PROJECT_ROOT,
+                                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         while True:
             assert proc.poll() is None, f"dagster dev exited with {proc.returncode}; see {log_path}"
@@ -109,6 +114,7 @@ def test_ui_graph_materialize_checks_and_automation(tmp_path):
     if not Path(CHROMIUM).is_file():
         pytest.fail(f"no Chromium at {CHROMIUM}: install Debian's chromium (`apt-get install -y chromium`, "
                     "as `make test` does through scripts/test_services.sh) or point $CHROMIUM at a Chromium binary")
+    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
     from playwright.sync_api import expect, sync_playwright
 
     shutil.rmtree(ARTIFACTS, ignore_errors=True)
@@ -131,8 +137,8 @@ def test_ui_graph_materialize_checks_and_automation(tmp_path):
             skip = page.get_by_role("button", name="Skip")  # "Join the Dagster community" on a fresh instance
             try:
                 skip.click(timeout=10_000)
-            except Exception:
-                pass
+            except PlaywrightTimeoutError:
+                pass  # the prompt did not appear within 10 s: nothing to dismiss
             expect(page.get_by_text("Global asset lineage").first).to_be_visible()
             for group in GROUPS:
                 expect(page.get_by_text(group, exact=True).first).to_be_visible()

@@ -102,5 +102,6 @@ def low_rank(module, spec, config: LowRank, ctx: TorchContext):
             else:
                 layer.load_state_dict(old[name].state_dict())
     new.eval()
-    ctx.say("low_rank: " + ", ".join(f"{f['layer']} rank {f['rank']} ({f['energy_retained']:.1%} energy)" for f in facts))
+    ctx.say("low_rank: " + ", ".join(f"{f['layer']} rank {f['rank']} ({f['energy_retained']:.1%} energy)"
+                                     for f in facts))
     return new, new_spec, summary(facts, spec, finetune(new, config, ctx, teacher=module))

@@ -2,8 +2,8 @@
 
 Keys are ``<family>/<noun>``: ``raw_dataset``, ``splits``, ``<framework>_<model>`` (a trained or compressed
 model), ``<framework>_<model>_onnx`` (the ONNX export of a framework-native model), ``tensorflow_<model>_tflite``
-(a Keras model's TFLite export), ``<framework>_<model>_benchmark``, ``report`` and ``deployment_candidate``. Groups are stages. A variant depends on its parent, so the graph is the
-lineage.
+(a Keras model's TFLite export), ``<framework>_<model>_benchmark``, ``report`` and ``deployment_candidate``.
+Groups are stages. A variant depends on its parent, so the graph is the lineage.
 """
 
 
@@ -120,8 +120,8 @@ class Family:
 
         # A dataset read from a file is an observed source: a new content hash rebuilds the chain below it.
         source = [dataset_file_asset(r, self.key("dataset_file"))] if r.dataset.path else []
-        self._asset(self.key("raw_dataset"), "data", {}, raw_dataset, kinds={"numpy"}, phase="data", version_of=("dataset",),
-                    deps=[a.key for a in source])
+        self._asset(self.key("raw_dataset"), "data", {}, raw_dataset, kinds={"numpy"}, phase="data",
+                    version_of=("dataset",), deps=[a.key for a in source])
         self._asset(self.key("splits"), "data", {"raw": self.key("raw_dataset")}, splits, kinds={"numpy"}, phase="data",
                     checks=DATA_GATES, check_doc="Great Expectations suite on the splits", version_of=("dataset",))
         for fw in r.baseline.frameworks:
@@ -139,8 +139,8 @@ class Family:
             return train(r, pipeline.store(), splits, pipeline.threads, log=context.log.info)
 
         baseline.__doc__ = f"The {fw} baseline model trained on the training split (best validation epoch kept)."
-        self._asset(self.model_key(fw, "baseline"), "models", {"splits": splits_key}, baseline, kinds={KINDS[fw]}, phase=fw,
-                    checks=["accuracy_gate"], check_doc="test accuracy >= the recipe's floor",
+        self._asset(self.model_key(fw, "baseline"), "models", {"splits": splits_key}, baseline, kinds={KINDS[fw]},
+                    phase=fw, checks=["accuracy_gate"], check_doc="test accuracy >= the recipe's floor",
                     version_of=("dataset", "baseline", "gates"))
         self._exports(fw, "baseline")
         names = [n for n in self._ordered_variants() if fw in r.frameworks_of(n)]
@@ -199,9 +199,10 @@ class Family:
                                             log=context.log.info)
             return h
 
-        variant.__doc__ = f"{v.method} of {v.parent} ({get_method(v.method).description}); accuracy measured with {fw}."
-        self._asset(self.model_key(fw, name), "models", ins, variant, kinds={KINDS[fw]}, phase=fw, checks=["accuracy_gate"],
-                    check_doc="accuracy drop vs the baseline within the recipe's tolerance",
+        variant.__doc__ = (f"{v.method} of {v.parent} ({get_method(v.method).description}); "
+                           f"accuracy measured with {fw}.")
+        self._asset(self.model_key(fw, name), "models", ins, variant, kinds={KINDS[fw]}, phase=fw,
+                    checks=["accuracy_gate"], check_doc="accuracy drop vs the baseline within the recipe's tolerance",
                     version_of=("gates", f"variants.{name}"))
 
     def _tflite_variant(self, fw: str, name: str) -> None:
@@ -213,9 +214,10 @@ class Family:
             return tf_stages.tflite_variant(r, pipeline.store(), name, parent, splits, baseline_export,
                                                       pipeline.threads)
 
-        variant.__doc__ = f"{v.method} of {v.parent} ({get_method(v.method).description}); accuracy measured with LiteRT."
-        self._asset(self.model_key(fw, name), "models", ins, variant, kinds={"tflite"}, phase=fw, checks=["accuracy_gate"],
-                    check_doc="accuracy drop vs the baseline within the recipe's tolerance",
+        variant.__doc__ = (f"{v.method} of {v.parent} ({get_method(v.method).description}); "
+                           "accuracy measured with LiteRT.")
+        self._asset(self.model_key(fw, name), "models", ins, variant, kinds={"tflite"}, phase=fw,
+                    checks=["accuracy_gate"], check_doc="accuracy drop vs the baseline within the recipe's tolerance",
                     version_of=("gates", f"variants.{name}"))
 
     def _onnx_variant(self, fw: str, name: str) -> None:
@@ -227,9 +229,10 @@ class Family:
             return stages.onnx_variant(r, pipeline.store(), name, fw, source, splits, baseline_export,
                                                  pipeline.threads)
 
-        variant.__doc__ = f"{v.method} of {v.parent} ({get_method(v.method).description}); accuracy measured with ONNX Runtime."
-        self._asset(self.model_key(fw, name), "models", ins, variant, kinds={"onnx"}, phase=fw, checks=["accuracy_gate"],
-                    check_doc="accuracy drop vs the baseline within the recipe's tolerance",
+        variant.__doc__ = (f"{v.method} of {v.parent} ({get_method(v.method).description}); "
+                           "accuracy measured with ONNX Runtime.")
+        self._asset(self.model_key(fw, name), "models", ins, variant, kinds={"onnx"}, phase=fw,
+                    checks=["accuracy_gate"], check_doc="accuracy drop vs the baseline within the recipe's tolerance",
                     version_of=("gates", f"variants.{name}"))
 
     def _benchmark(self, fw: str, name: str) -> None:
@@ -242,7 +245,8 @@ class Family:
             ins["tflite"] = self.key(f"{fw}_{name}_tflite")
 
         def bench(context, pipeline, deployable, model=None, tflite=None):
-            """Latency matrix (runtimes x batch sizes) on the best device present; the provider really used is recorded."""
+            """Latency matrix (runtimes x batch sizes) on the best device present; the provider really used is
+            recorded."""
             h = stages.benchmark(r, pipeline.store(), deployable, model, tflite)
             # Plain numbers: the UI plots each one over time (Plots tab of the asset).
             numbers = {f"{cell_label(cell(x)).replace(' ', '_')}_{k}": float(x[k]) for x in h.info["results"]
