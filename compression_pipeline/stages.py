@@ -70,7 +70,8 @@ def splits(recipe: Recipe, store: ArtifactStore, raw: Handle) -> Handle:
 
 
 # --- models -----------------------------------------------------------------------------------------------------
-def torch_baseline(recipe: Recipe, store: ArtifactStore, splits_h: Handle, threads: int | None = None, log=None) -> Handle:
+def torch_baseline(recipe: Recipe, store: ArtifactStore, splits_h: Handle, threads: int | None = None,
+                   log=None) -> Handle:
     from compression_pipeline import train, zoo
 
     train.set_threads(threads)
@@ -193,7 +194,8 @@ def _save_torch(recipe, store, name, module, spec, logits, y, reference, extra) 
     params, nonzero = zoo.count_params(module)
     extra = {**extra, **_compact(recipe, store, name, module, spec, extra.get("shared_bits"))}
     info = {"name": name, "framework": "torch", "form": "torch", "spec": spec.model_dump(mode="json"),
-            "params": params, "nonzero_params": nonzero, "macs": zoo.count_macs(spec), "file_bytes": slot.artifact.bytes,
+            "params": params, "nonzero_params": nonzero, "macs": zoo.count_macs(spec),
+            "file_bytes": slot.artifact.bytes,
             "seed": recipe.dataset.seed,
             "versions": environment.versions(), **extra}
     gate = accuracy_gate(recipe, store, f"{recipe.name}/torch_{name}", name, info, logits, y, reference, "torch")
@@ -402,9 +404,9 @@ def deployment_candidate(recipe: Recipe, store: ArtifactStore, report_h: Handle,
     """
     import json
 
-    from compression_pipeline import model_card
-    from compression_pipeline import select as S
     from compression_pipeline.artifacts import Artifact
+    from compression_pipeline.report import model_card, model_key
+    from compression_pipeline.report import select as S
     from compression_pipeline.settings import resolve_inside
 
     rep = json.loads(store.path(report_h.artifact, verify=True).read_text())
@@ -421,13 +423,14 @@ def deployment_candidate(recipe: Recipe, store: ArtifactStore, report_h: Handle,
                       {"reasons": decision.reasons, "kept_previous": prev})
         return _gated(Handle(artifact=previous.artifact if previous else None,
                              info={**info, "candidate": None, "kept_previous": prev}), [gate])
-    m = next(x for x in rep["models"] if S.model_key(x) == decision.chosen)
+    m = next(x for x in rep["models"] if model_key(x) == decision.chosen)
     fmt = m.get("format", "onnx")  # an ONNX file, or a TFLite one for a TFLite variant
     source = store.path(Artifact(path=m["artifact"], format=fmt, sha256=m["sha256"], bytes=m["file_bytes"]),
                         verify=True)
     data = source.read_bytes()
     art = store.write_bytes(folder, data, fmt, fmt, m["framework"])
-    splits_facts = {"rows": splits_h.info.get("rows"), "sha256": splits_h.artifact.sha256 if splits_h.artifact else None}
+    splits_facts = {"rows": splits_h.info.get("rows"),
+                    "sha256": splits_h.artifact.sha256 if splits_h.artifact else None}
     card = model_card.render(rep, decision, splits_facts, art.model_dump())
     card_art = store.write_bytes(f"{folder}/cards", card.encode(), "md", "md")
     # Stable names for deployment tooling and people; each written atomically, only when a model was chosen.
@@ -439,7 +442,8 @@ def deployment_candidate(recipe: Recipe, store: ArtifactStore, report_h: Handle,
     row = S.cell_row(m, recipe.select)
     info.update(candidate=decision.chosen, name=m["name"], framework=m["framework"], objective=recipe.select.objective,
                 objective_value=decision.value, accuracy=m["accuracy"], file_bytes=m["file_bytes"],
-                source_artifact=m["artifact"], model_card=card_art.path, current={k: str(v) for k, v in current.items()})
+                source_artifact=m["artifact"], model_card=card_art.path,
+                current={k: str(v) for k, v in current.items()})
     if row is not None:
         info["p50_ms"] = row["p50_ms"]
     gate = G.Gate("constraints_met", True, f"{decision.chosen} chosen: {decision.rule}; {recipe.select.objective} "

@@ -3,12 +3,14 @@
 import base64
 import json
 import re
+from pathlib import Path
 
 import pytest
 
-from compression_pipeline import report, report_html
+from compression_pipeline import report
 from compression_pipeline.artifacts import ArtifactStore, Handle
 from compression_pipeline.recipe import parse_recipe
+from compression_pipeline.report import plots
 
 PROVIDER = {"onnxruntime": "CPUExecutionProvider", "torch": "cpu", "tensorflow": "cpu", "tflite": "litert-xnnpack"}
 
@@ -151,14 +153,14 @@ def test_markdown_has_both_sections_and_keeps_the_main_table(two_frameworks):
 def test_html_shows_the_comparison_table_and_plot(two_frameworks):
     rep, store = two_frameworks
     paths = report.write(rep, store)
-    page = open(paths["html"]).read()
+    page = Path(paths["html"]).read_text()
     embedded = dict(re.findall(r'<img alt="(\w+)" src="data:image/png;base64,([A-Za-z0-9+/=]+)">', page))
     assert list(embedded) == ["accuracy_latency", "frameworks", "speedup", "sizes"]
-    assert base64.b64decode(embedded["frameworks"]) == open(paths["frameworks"], "rb").read()
+    assert base64.b64decode(embedded["frameworks"]) == Path(paths["frameworks"]).read_bytes()
     summary, comparison = page.split("<h2>Framework comparison</h2>")
     assert summary.count("<table>") == 1  # the summary is the main table alone
     assert "<td>1.20x</td><td>1.25x</td>" in comparison and "<h2>Runtimes</h2>" in comparison
-    assert json.loads(open(paths["json"]).read())["framework_comparison"][1]["name"] == "int8"
+    assert json.loads(Path(paths["json"]).read_text())["framework_comparison"][1]["name"] == "int8"
 
 
 def test_single_framework_report_has_no_framework_comparison(tmp_path, recipe):
@@ -170,4 +172,4 @@ def test_single_framework_report_has_no_framework_comparison(tmp_path, recipe):
     assert [c["vs_onnxruntime"] for c in rep["runtime_comparison"][1]["cells"]] == pytest.approx([1.0, 4.0])
     md = report.markdown(rep)
     assert "## Framework comparison" not in md and "| int8 | torch | onnx | 1.000 | 4.000 (4.00x) |" in md
-    assert "frameworks" not in report_html.render(rep)
+    assert "frameworks" not in plots.render(rep)
