@@ -403,9 +403,9 @@ def deployment_candidate(recipe: Recipe, store: ArtifactStore, report_h: Handle,
     """
     import json
 
-    from compression_pipeline import model_card
-    from compression_pipeline import select as S
     from compression_pipeline.artifacts import Artifact
+    from compression_pipeline.report import model_card, model_key
+    from compression_pipeline.report import select as S
     from compression_pipeline.settings import resolve_inside
 
     rep = json.loads(store.path(report_h.artifact, verify=True).read_text())
@@ -422,7 +422,7 @@ def deployment_candidate(recipe: Recipe, store: ArtifactStore, report_h: Handle,
                       {"reasons": decision.reasons, "kept_previous": prev})
         return _gated(Handle(artifact=previous.artifact if previous else None,
                              info={**info, "candidate": None, "kept_previous": prev}), [gate])
-    m = next(x for x in rep["models"] if S.model_key(x) == decision.chosen)
+    m = next(x for x in rep["models"] if model_key(x) == decision.chosen)
     fmt = m.get("format", "onnx")  # an ONNX file, or a TFLite one for a TFLite variant
     source = store.path(Artifact(path=m["artifact"], format=fmt, sha256=m["sha256"], bytes=m["file_bytes"]),
                         verify=True)

@@ -103,7 +103,7 @@ def fresh(recipe, workdir: Path, epochs: int, threads: int, protocol: B.Protocol
     """No report: train the recipe's baseline briefly, export it, quantize it, and bench both now."""
     from compression_pipeline import data, onnx_tools, train, zoo
     from compression_pipeline.methods.quantize import QuantizeStatic, quantize_static
-    from compression_pipeline.report import _add_ratios
+    from compression_pipeline.report import add_ratios
 
     ds = recipe.dataset
     X, y, _ = data.load_raw(ds, ".")
@@ -121,7 +121,7 @@ def fresh(recipe, workdir: Path, epochs: int, threads: int, protocol: B.Protocol
         rows = B.bench_onnx(path, spec.in_shape, recipe.benchmark.batch_sizes, "cpu", threads, protocol, fp16=False)
         models.append({"name": name, "framework": "torch", "file_bytes": path.stat().st_size, "params": 1,
                        "benchmarks": rows})
-    _add_ratios(models)
+    add_ratios(models)
     return models, [("torch_baseline", fp32), ("torch_int8", int8)]
 
 

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from compression_pipeline import report, report_html
+from compression_pipeline import report
 from compression_pipeline.artifacts import ArtifactStore, Handle
 from compression_pipeline.recipe import parse_recipe
+from compression_pipeline.report import plots
 
 PROVIDER = {"onnxruntime": "CPUExecutionProvider", "torch": "cpu", "tensorflow": "cpu", "tflite": "litert-xnnpack"}
 
@@ -171,4 +172,4 @@ def test_single_framework_report_has_no_framework_comparison(tmp_path, recipe):
     assert [c["vs_onnxruntime"] for c in rep["runtime_comparison"][1]["cells"]] == pytest.approx([1.0, 4.0])
     md = report.markdown(rep)
     assert "## Framework comparison" not in md and "| int8 | torch | onnx | 1.000 | 4.000 (4.00x) |" in md
-    assert "frameworks" not in report_html.render(rep)
+    assert "frameworks" not in plots.render(rep)

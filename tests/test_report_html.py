@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from compression_pipeline import report, report_html
+from compression_pipeline import report
 from compression_pipeline.artifacts import ArtifactStore, Handle
 from compression_pipeline.recipe import parse_recipe
+from compression_pipeline.report import plots
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -17,11 +18,11 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def test_pareto_front_on_a_hand_made_example():
     #           E fastest    A          C (dominated by A)  B         D (slower than B, same accuracy)  F most accurate
     points = [(0.5, 0.80), (1.0, 0.90), (1.5, 0.85), (2.0, 0.95), (3.0, 0.95), (2.5, 0.97)]
-    assert report_html.pareto_front(points) == [0, 1, 3, 5]
+    assert plots.pareto_front(points) == [0, 1, 3, 5]
     # Identical points do not dominate each other; a single point is its own front; nothing in, nothing out.
-    assert report_html.pareto_front([(1.0, 0.9), (1.0, 0.9), (2.0, 0.8)]) == [0, 1]
-    assert report_html.pareto_front([(3.0, 0.5)]) == [0]
-    assert report_html.pareto_front([]) == []
+    assert plots.pareto_front([(1.0, 0.9), (1.0, 0.9), (2.0, 0.8)]) == [0, 1]
+    assert plots.pareto_front([(3.0, 0.5)]) == [0]
+    assert plots.pareto_front([]) == []
 
 
 def _bench(p50, bs, precision="fp32", runtime="onnxruntime"):
@@ -75,7 +76,7 @@ def test_cells_keep_precision_apart_and_speedups_are_vs_the_fp32_baseline(family
 def test_html_report_renders_the_three_plots(family_report):
     rep, store = family_report
     paths = report.write(rep, store)
-    for name in report_html.PLOTS:
+    for name in plots.PLOTS:
         png = Path(paths[name]).read_bytes()
         assert png.startswith(PNG_MAGIC) and len(png) > 10_000, name
         width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
@@ -93,8 +94,8 @@ def test_html_report_renders_the_three_plots(family_report):
 
 def test_the_plotted_front_is_the_computed_front(family_report):
     rep, _ = family_report
-    bs = report_html.plot_batch(rep)
+    bs = plots.plot_batch(rep)
     pts = [(next(r["p50_ms"] for r in m["benchmarks"] if (r["runtime"], r["precision"], r["batch_size"]) ==
                  ("onnxruntime", "fp32", bs)), m["accuracy"]) for m in rep["models"]]
-    front = [rep["models"][i]["name"] for i in report_html.pareto_front(pts)]
+    front = [rep["models"][i]["name"] for i in plots.pareto_front(pts)]
     assert bs == 1 and front == ["c", "int8", "baseline"]  # b (1.5 ms, 0.95) is dominated by int8 (1.0 ms, 0.96)

@@ -9,7 +9,7 @@ from compression_pipeline import stages
 from compression_pipeline.artifacts import ArtifactStore, Handle
 from compression_pipeline.errors import RecipeError
 from compression_pipeline.recipe import Select, parse_recipe
-from compression_pipeline.select import select
+from compression_pipeline.report.select import select
 
 
 def model(name, p50, file_bytes, accuracy=0.95, passed=True, cells=((("onnxruntime", 1),)), artifact=None, sha=None):

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 
-from compression_pipeline.report import cell, cell_label
-from compression_pipeline.select import Decision, model_key
+from compression_pipeline.report.cells import cell, cell_label, model_key
+from compression_pipeline.report.select import Decision
 
 
 def _interval(m: dict) -> str:
@@ -58,11 +58,11 @@ def render(report: dict, decision: Decision, data: dict, artifact: dict) -> str:
               for g in m.get("gates", [])]
     lines += ["", "## Latency", "", ("| cell | provider | p50 ms | p90 ms | p95 ms | p99 ms | mean ms | std ms | "
               "samples/s | speedup vs baseline |"), "|---|---|---|---|---|---|---|---|---|---|"]
+    nan = float("nan")  # a row from an older harness may lack a statistic
     for r in m["benchmarks"]:
         lines.append(f"| {cell_label(cell(r))} | {r['provider']} | {r['p50_ms']:.3f} | {r['p90_ms']:.3f} | "
-                     f"{r.get('p95_ms', float('nan')):.3f} | {r['p99_ms']:.3f} | "
-                     f"{r.get('mean_ms', float('nan')):.3f} | "
-                     f"{r.get('std_ms', float('nan')):.3f} | {r['throughput']:,.0f} | "
+                     f"{r.get('p95_ms', nan):.3f} | {r['p99_ms']:.3f} | {r.get('mean_ms', nan):.3f} | "
+                     f"{r.get('std_ms', nan):.3f} | {r['throughput']:,.0f} | "
                      f"{r.get('speedup_vs_baseline', 1.0):.2f}x |")
     for s in m.get("benchmarks_skipped", []):
         lines.append(f"\nNot measured: {s['runtime']} {s['precision']}: {s['reason']}")

@@ -1,28 +1,21 @@
-"""report.html: the family report as plots a person would rather look at than read.
+"""The plots of report.html, as PNG bytes (``html`` embeds them, ``files`` writes them next to it):
 
-Three figures (four with two frameworks), each written as a PNG next to report.html and embedded in it
-(base64), so the HTML is one self-contained file that can be mailed or attached:
-
-- ``accuracy_latency.png``: accuracy vs p50 latency, one panel per runtime (and precision) at one batch size,
+- ``accuracy_latency``: accuracy vs p50 latency, one panel per runtime (and precision) at one batch size,
   with the Pareto front (no other model is both faster and at least as accurate) marked;
-- ``sizes.png``: deployable file size and gzip size per model;
-- ``speedup.png``: speedup vs the fp32 baseline on the same runtime, one panel per runtime, one bar per batch size;
-- ``frameworks.png`` (only when the baseline is built in more than one framework): the baseline's p50 on each
+- ``sizes``: deployable file size and gzip size per model;
+- ``speedup``: speedup vs the fp32 baseline on the same runtime, one panel per runtime, one bar per batch size;
+- ``frameworks`` (only when the baseline is built in more than one framework): the baseline's p50 on each
   runtime, one bar per framework, one panel per batch size.
-
-The framework comparison and the runtime comparison (``report_compare``) are shown as tables.
 
 matplotlib is used through ``Figure`` objects with the Agg canvas: no pyplot, no global backend, no display.
 """
 
 from __future__ import annotations
 
-import base64
-import html
 import io
 
-from compression_pipeline.artifacts import ArtifactStore
-from compression_pipeline.report import cell, cell_label, markdown
+from compression_pipeline.report.cells import cell, cell_label, model_key
+from compression_pipeline.report.compare import NATIVE
 
 PLOTS = ("accuracy_latency", "sizes", "speedup")  # always drawn; "frameworks" too when there is a comparison
 FRONT, OTHER, BASE = "#d62728", "#7f7f7f", "#1f77b4"
@@ -40,10 +33,6 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
         if not dominated:
             front.append(i)
     return sorted(front, key=lambda i: (points[i][0], -points[i][1]))
-
-
-def model_key(m: dict) -> str:
-    return f"{m['framework']}_{m['name']}"
 
 
 def _figure(width: float, height: float):
@@ -190,8 +179,6 @@ def _compared_baselines(report: dict) -> list[dict]:
 
 def frameworks(report: dict) -> bytes:
     """p50 of the baseline per runtime, one bar per framework (and format), one panel per batch size."""
-    from compression_pipeline.report_compare import NATIVE
-
     rows = _compared_baselines(report)
     # Each framework's own runtime shares one group (as in report.md's table), so the bars stand side by side.
     rows = [{**r, "p50_ms": [{**c, "runtime": NATIVE if c["runtime"] == r["framework"] else c["runtime"]}
@@ -227,118 +214,3 @@ def render(report: dict) -> dict[str, bytes]:
     if _compared_baselines(report):
         images["frameworks"] = frameworks(report)
     return images
-
-
-def _comparison_html(report: dict, img: dict[str, str]) -> list[str]:
-    """The "Framework comparison" and "Runtimes" sections: report.md's tables, plus the baseline plot."""
-    from compression_pipeline import report_compare
-
-    parts = []
-    fw = report_compare.framework_table(report)
-    if fw:
-        parts += ["<h2>Framework comparison</h2>",
-                  f"<p class='note'>{html.escape(report_compare.FRAMEWORK_NOTE)}</p>", _md_lines_html(fw),
-                  img.get("frameworks", "")]
-    rt = report_compare.runtime_table(report)
-    if rt:
-        parts += ["<h2>Runtimes</h2>", f"<p class='note'>{html.escape(report_compare.RUNTIME_NOTE)}</p>",
-                  _md_lines_html(rt)]
-    return parts
-
-
-def _table(report: dict) -> str:
-    """The models with their full statistics per benchmark cell."""
-    head = ["model", "cell", "provider", "p50", "p90", "p95", "p99", "mean", "std", "runs", "samples/s", "load s",
-            "first call", "peak host MB", "peak device MB", "speedup"]
-    rows = []
-    for m in report["models"]:
-        for r in m["benchmarks"]:
-            dev = r.get("peak_device_mb")
-            vals = [model_key(m), cell_label(cell(r)), r["provider"]] + \
-                [f"{r[k]:.3f}" if k in r else "-"
-                 for k in ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "mean_ms", "std_ms")] + \
-                [str(r.get("runs", "-")), f"{r['throughput']:,.0f}", f"{r.get('load_s', 0):.3f}",
-                 f"{r['first_call_ms']:.2f} ms" if "first_call_ms" in r else "-",
-                 f"{r['peak_host_mb']:.0f}" if "peak_host_mb" in r else "-", "-" if dev is None else f"{dev:.1f}",
-                 f"{r['speedup_vs_baseline']:.2f}x" if "speedup_vs_baseline" in r else "-"]
-            rows.append("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in vals) + "</tr>")
-    return ("<table><thead><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr></thead><tbody>"
-            + "".join(rows) + "</tbody></table>")
-
-
-def _md_table_html(report: dict) -> str:
-    """The summary table of report.md (its first table) as an HTML table (same numbers, one row per model)."""
-    lines = []
-    for ln in markdown(report).splitlines():
-        if ln.startswith("|"):
-            lines.append(ln)
-        elif lines:  # the first table ended; the comparison tables below it have sections of their own
-            break
-    return _md_lines_html(lines)
-
-
-def _md_lines_html(lines: list[str]) -> str:
-    """Markdown table lines (head, rule, rows) as an HTML table."""
-    if len(lines) < 2:
-        return ""
-    cells = [[c.strip() for c in ln.strip("|").split("|")] for ln in lines]
-    head, body = cells[0], cells[2:]
-    return ("<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr></thead><tbody>"
-            + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in body)
-            + "</tbody></table>")
-
-
-CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px;color:#222}
-table{border-collapse:collapse;font-size:13px;margin:1em 0}th,td{border:1px solid #ccc;padding:3px 7px;text-align:right}
-th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}\
-img{max-width:100%;border:1px solid #eee;margin:.5em 0}
-.note{color:#555;font-size:13px}"""
-
-
-def html_page(report: dict, images: dict[str, bytes]) -> str:
-    env = report.get("environment") or {}
-    cpu, gpu = env.get("cpu") or {}, env.get("gpu")
-    skipped = sorted({f"{s['runtime']} {s['precision']}: {s['reason']}" for m in report["models"]
-                      for s in m.get("benchmarks_skipped", []) if s.get("applicable", True)})
-    img = {k: f'<img alt="{k}" src="data:image/png;base64,{base64.b64encode(v).decode()}">' for k, v in images.items()}
-    esc = html.escape
-    parts = [
-        (f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(report['family'])}: compression report</title>"
-        f"<style>{CSS}</style></head><body>"),
-        f"<h1>{esc(report['family'])}: compression report</h1>",
-        (f"<p class='note'>Generated {esc(str(report.get('generated_at', '')))} "
-        f"from {esc(str(report.get('recipe', '')))}. "
-        "Accuracy is measured on the deployed artifact with the runtime that is benchmarked; latency is the p50 of "
-        "the measured calls after warm-up; speedups are against the fp32 baseline on the same runtime and batch size, "
-        "measured in the same run.</p>"),
-        ("<h2>Accuracy vs latency</h2><p class='note'>Red points form the Pareto front: no other model is both "
-        "faster and at least as accurate. The outlined point is the baseline.</p>"), img.get("accuracy_latency", ""),
-        "<h2>Summary</h2>", _md_table_html(report),
-        *_comparison_html(report, img),
-        "<h2>Speedup vs baseline per runtime</h2>", img.get("speedup", ""),
-        "<h2>Size per model</h2>", img.get("sizes", ""),
-        ("<h2>Every benchmark cell</h2><p class='note'>Times in ms. Peak host memory is the process's peak resident "
-        "set during the cell; raw samples are in each model's benchmark artifact.</p>"), _table(report),
-    ]
-    if skipped:
-        parts.append("<h3>Not measured here</h3><ul>" + "".join(f"<li>{esc(s)}</li>" for s in skipped) + "</ul>")
-    parts.append(f"<h2>Environment</h2><p>{esc(cpu.get('model', '?'))}, {cpu.get('cores', '?')} cores, ISA: "
-                 f"{esc(', '.join(cpu.get('isa', [])) or 'baseline')}; threads {env.get('threads')}; load average "
-                 f"{env.get('load_average_1m', '?')} while measuring; GPU: "
-                 f"{esc(gpu['name'] + ' (driver ' + gpu.get('driver', '?') + ')') if gpu else 'none'}.</p>"
-                 f"<pre>{esc(_json(env.get('libraries', {})))}</pre></body></html>")
-    return "\n".join(parts)
-
-
-def _json(obj) -> str:
-    import json
-
-    return json.dumps(obj, indent=1, sort_keys=True)
-
-
-def write(report: dict, store: ArtifactStore, folder: str) -> dict[str, str]:
-    """Write the PNGs and report.html (atomically, at fixed names) under ``folder``; return their paths."""
-    images = render(report)
-    paths = {name: str(store.write_bytes_named(f"{folder}/{name}.png", data)) for name, data in images.items()}
-    paths["html"] = str(store.write_text_named(f"{folder}/report.html", html_page(report, images)))
-    return paths

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from compression_pipeline.recipe import Select
+from compression_pipeline.report.cells import cell, model_key
 
 # objective -> (what it reads, "min" or "max" is best, unit)
 OBJECTIVES = {"latency_p50": ("p50_ms", "min", "ms"), "latency_p90": ("p90_ms", "min", "ms"),
@@ -30,13 +31,9 @@ class Decision:
         return asdict(self)
 
 
-def model_key(m: dict) -> str:
-    return f"{m['framework']}_{m['name']}"
-
-
 def cell_row(m: dict, sel: Select) -> dict | None:
     for r in m.get("benchmarks", []):
-        if (r["runtime"], r.get("precision", "fp32"), r["batch_size"]) == (sel.runtime, sel.precision, sel.batch_size):
+        if cell(r) == (sel.runtime, sel.precision, sel.batch_size):
             return r
     return None
 

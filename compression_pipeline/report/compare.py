@@ -13,7 +13,7 @@ Numbers are copied from the benchmark rows; nothing is re-measured here.
 
 from __future__ import annotations
 
-from compression_pipeline.report import cell, cell_label, precision
+from compression_pipeline.report.cells import cell, cell_label, precision
 
 FRAMEWORK_ORDER = ("torch", "tensorflow")
 NATIVE = "own framework"  # report.md's column label for a model's own framework runtime

@@ -1,0 +1,78 @@
+"""report.md: the family report as the table people read, with notes, the comparisons (``compare``), the
+rejected candidates and the environment."""
+
+from __future__ import annotations
+
+from compression_pipeline.report import compare
+from compression_pipeline.report.cells import cell, cell_label
+
+
+def drop_text(m: dict) -> str:
+    """'+1.67 (-0.31..+3.60)': the drop in points with its interval, when the model has one."""
+    ci = m.get("accuracy_drop_ci")
+    text = f"{100 * m['accuracy_drop']:+.2f}"
+    return text if not ci else f"{text} ({100 * ci[0]:+.2f}..{100 * ci[1]:+.2f})"
+
+
+def markdown(report: dict) -> str:
+    cells = sorted({cell(r) for m in report["models"] for r in m["benchmarks"]})
+    head = ["model", "framework", "method", "parent", "accuracy", "drop pp (95% CI)", "params", "file KB", "gzip KB",
+            "compact KB", "gates"] + [f"{cell_label(c)} p50 ms (speedup)" for c in cells]
+    lines = [f"# {report['family']}: compression report", "",
+             (f"Accuracy on the test split, measured on the deployed artifact ({_accuracy_runtimes(report)}). "
+             "Drop is against the same framework's baseline; speedup is baseline p50 / model p50 on the same runtime "
+             "and batch size, measured in the same run. "
+             f"The drop's interval is from the paired predictions on the same {_test_samples(report)} test images "
+             "(Agresti-Min); one image is " f"{_one_image(report)} points."), "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for m in report["models"]:
+        bench = {cell(r): r for r in m["benchmarks"]}
+        row = [m["name"], m["framework"], m["method"] or "-", m["parent"] or "-", f"{m['accuracy']:.4f}",
+               drop_text(m), f"{m['params']:,}", f"{m['file_bytes'] / 1024:.0f}",
+               f"{m['gzip_bytes'] / 1024:.0f}",
+               "-" if m.get("compact_bytes") is None else f"{m['compact_bytes'] / 1024:.0f}",
+               "pass" if m["gates_passed"] else "FAIL"]
+        for c in cells:
+            r = bench.get(c)
+            row.append("-" if r is None else f"{r['p50_ms']:.3f} ({r.get('speedup_vs_baseline', 1.0):.2f}x)")
+        lines.append("| " + " | ".join(row) + " |")
+    several = len({m["framework"] for m in report["models"]}) > 1
+    notes = [f"- **{m['name']}** ({m['framework'] + ', ' if several else ''}{m['method']}): {m['note']}"
+             for m in report["models"] if m.get("note")]
+    if notes:
+        lines += ["", "Notes:", "", *notes]
+    skipped = sorted({f"{s['runtime']} {s['precision']}: {s['reason']}" for m in report["models"]
+                      for s in m.get("benchmarks_skipped", [])
+                      if s.get("applicable", True)})  # not applicable: the runtime cannot run that model at all
+    if skipped:
+        lines += ["", "Not measured here: " + "; ".join(skipped) + "."]
+    lines += compare.markdown_sections(report)
+    if report.get("rejected"):
+        lines += ["", "## Rejected candidates", "",
+                  ("The newest materialization of each asset below failed a gate: it is not in the table above (which "
+                  "shows the last good version, if any) and can never be the deployment candidate."), ""]
+        for x in report["rejected"]:
+            why = "; ".join(f"{g['name']}: {g['description']}" for g in x["failed_gates"]) or "gates failed"
+            lines.append(f"- `{x['asset']}` (run {x['run_id'][:8]}): {why}")
+    env = report.get("environment") or {}
+    cpu, gpu = env.get("cpu") or {}, env.get("gpu")
+    lines += ["", (f"Environment: {cpu.get('model', '?')} ({cpu.get('cores', '?')} cores, ISA: "
+                  f"{', '.join(cpu.get('isa', [])) or 'baseline'}), threads {env.get('threads')}, "
+                  f"load average {env.get('load_average_1m', '?')} while measuring, "
+                  f"GPU: {gpu['name'] if gpu else 'none'}; providers used: "
+                  f"{', '.join(sorted({r['provider'] for m in report['models'] for r in m['benchmarks']}))}.")]
+    return "\n".join(lines) + "\n"
+
+
+def _accuracy_runtimes(report: dict) -> str:
+    return "/".join(sorted({m["accuracy_runtime"] for m in report["models"]}))
+
+
+def _test_samples(report: dict) -> str:
+    sizes = sorted({m["test_samples"] for m in report["models"] if m.get("test_samples")})
+    return "/".join(map(str, sizes)) or "?"
+
+
+def _one_image(report: dict) -> str:
+    sizes = sorted({m["test_samples"] for m in report["models"] if m.get("test_samples")})
+    return "/".join(f"{100 / n:.2f}" for n in sizes) or "?"
