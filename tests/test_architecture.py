@@ -30,8 +30,6 @@ NOT_LIBRARY = (f"{PACKAGE}.orchestration", f"{PACKAGE}.definitions", f"{PACKAGE}
 KNOWN_CIRCLES = {
     (f"{PACKAGE}.methods.registry", f"{PACKAGE}.methods"):
         "get_method imports the methods package so that its modules register themselves",
-    (f"{PACKAGE}.orchestration.launch", f"{PACKAGE}.definitions"):
-        "launch imports the code location (definitions.defs), which is built from orchestration.family",
 }
 FRAMEWORKS = ("torch", "tensorflow", "keras", "onnxruntime", "dagster")
 

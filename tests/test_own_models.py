@@ -13,6 +13,7 @@ from PIL import Image
 from compression_pipeline.definitions import build_definitions
 from compression_pipeline.errors import RecipeError
 from compression_pipeline.recipe import parse_recipe
+
 from conftest import write_recipe
 
 pytestmark = pytest.mark.e2e
@@ -87,7 +88,6 @@ def test_a_torchvision_resnet_on_an_image_folder(roots):
 
 def test_a_users_onnx_file_takes_onnx_methods_only(roots, tmp_path):
     # The user's model: a small torch CNN trained elsewhere, given to the pipeline as an ONNX file.
-    import torch
 
     from compression_pipeline import data
     from compression_pipeline.frameworks import get

@@ -13,7 +13,6 @@ from compression_pipeline import stages, tf_stages
 from compression_pipeline.artifacts import Handle
 from compression_pipeline.methods import get_method
 from compression_pipeline.orchestration.automation import AUTOMATION, dataset_file_asset
-from compression_pipeline.orchestration.launch import PHASE_TAG
 from compression_pipeline.orchestration.resources import PipelineResource
 from compression_pipeline.quality import GATES as DATA_GATES
 from compression_pipeline.recipe import Recipe
@@ -21,6 +20,8 @@ from compression_pipeline.report import cell, cell_label
 
 KINDS = {"torch": "pytorch", "tensorflow": "tensorflow", "onnx": "onnx", "tflite": "tflite"}
 NATIVE = ("torch", "tensorflow")
+# Which process a step needs (`make run` runs each phase as one run in a process of its own: orchestration/launch.py)
+PHASE_TAG = "compression_pipeline/phase"
 GPU_TAGS = {"dagster-k8s/config": {"container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}}}}}
 
 

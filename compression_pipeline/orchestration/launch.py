@@ -36,9 +36,9 @@ from pathlib import Path
 import dagster as dg
 from dagster._core.events import DagsterEventType
 
+from compression_pipeline.orchestration.family import PHASE_TAG
 from compression_pipeline.settings import PROJECT_ROOT
 
-PHASE_TAG = "compression_pipeline/phase"
 LAUNCH_TAG = "compression_pipeline/launch"
 # Dagster's console output inside a phase: warnings and errors only (the full event log is in the instance).
 QUIET = {"execution": {"config": {"in_process": {}}}, "loggers": {"console": {"config": {"log_level": "WARNING"}}}}
