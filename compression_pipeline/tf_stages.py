@@ -33,7 +33,7 @@ from compression_pipeline.stages import (
 def set_threads(threads: int | None) -> None:
     """TensorFlow's threads for a training or export step (None: one per core), set before TF starts its runtime:
     a step process does it first thing; in a process where TF already runs, the running value stays."""
-    from compression_pipeline.benchmark_tf import configure_threads
+    from compression_pipeline.runtimes.tf_function import configure_threads
 
     configure_threads(threads, inter_op=None)
 
@@ -109,8 +109,8 @@ def _save_keras(recipe, store, name, model, spec, logits, y, reference, extra) -
     params, nonzero = K.count_params(model)
     weights = {w.path: np.asarray(w.numpy()) for w in model.weights}
     info = {"name": name, "framework": "tensorflow", "form": "tensorflow", "spec": spec.model_dump(mode="json"),
-            "params": params, "nonzero_params": nonzero, "macs": zoo.count_macs(spec), "file_bytes": slot.artifact.bytes,
-            "compact_bytes": _compact_bytes(weights),
+            "params": params, "nonzero_params": nonzero, "macs": zoo.count_macs(spec),
+            "file_bytes": slot.artifact.bytes, "compact_bytes": _compact_bytes(weights),
             "seed": recipe.dataset.seed, "versions": environment.versions(), **extra}
     gate = accuracy_gate(recipe, store, f"{recipe.name}/tensorflow_{name}", name, info, logits, y, reference,
                          "tensorflow")

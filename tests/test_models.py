@@ -1,6 +1,7 @@
 """The model path on tiny models: train, save/load without pickle, export, quantize, benchmark, report."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -104,9 +105,13 @@ def test_measure_respects_count_and_time():
 
 def test_bench_onnx_and_torch_record_providers(tiny_model):
     module, spec, _, path = tiny_model
+    from compression_pipeline.runtimes import onnxruntime, torch_eager
+    from compression_pipeline.types import InputSpec
+
+    images = InputSpec(kind="image", shape=spec.in_shape, class_names=tuple("0123456789"))
     p = benchmark.Protocol(1, 0.0, 5, 0.0)
-    rows = benchmark.bench_onnx(path, spec.in_shape, [1, 4], "auto", 1, p)
-    rows += benchmark.bench_torch(module, spec.in_shape, [1, 4], "auto", 1, p)
+    rows, _ = benchmark.run([onnxruntime.open(path, images, "NCHW", "auto", 1),
+                             torch_eager.open(module, images, "NCHW", "auto", 1)], [1, 4], p)
     assert [(r["runtime"], r["batch_size"]) for r in rows] == [("onnxruntime", 1), ("onnxruntime", 4),
                                                              ("torch", 1), ("torch", 4)]
     assert {r["provider"] for r in rows} == {"CPUExecutionProvider", "cpu"}
@@ -126,7 +131,8 @@ def test_artifact_store_is_atomic_content_addressed_and_contained(tmp_path):
     with pytest.raises(RuntimeError), store.writing("fam/x", "bin", "bin") as slot:
         slot.path.write_bytes(b"half")
         raise RuntimeError("killed midway")
-    assert sorted(p.name for p in (tmp_path / "fam/x").iterdir()) == sorted([a.path.split("/")[-1], c.path.split("/")[-1]])
+    assert sorted(p.name for p in (tmp_path / "fam/x").iterdir()) == sorted([a.path.split("/")[-1],
+                                                                             c.path.split("/")[-1]])
     store.path(a).write_bytes(b"tampered")
     with pytest.raises(ArtifactError, match="sha256"):
         store.path(a, verify=True)
@@ -157,7 +163,7 @@ def test_report_contract(tiny_model, tmp_path, tiny_recipe_dict):
 
     rep = report.build(recipe, [entry("baseline", 0.9, 2.0), entry("int8", 0.88, 1.0)])
     paths = report.write(rep, store)
-    data = json.loads(open(paths["json"]).read())
+    data = json.loads(Path(paths["json"]).read_text())
     assert set(data) >= {"environment", "models"}
     m = data["models"][1]
     for field in ("name", "framework", "method", "parent", "accuracy", "accuracy_drop", "params", "file_bytes",
@@ -168,4 +174,4 @@ def test_report_contract(tiny_model, tmp_path, tiny_recipe_dict):
     for field in ("runtime", "provider", "device", "batch_size", "p50_ms", "p90_ms", "p99_ms", "throughput"):
         assert field in b
     assert b["speedup_vs_baseline"] == pytest.approx(2.0)
-    assert "| int8 | torch | quantize_static | baseline | 0.8800 | +2.00 |" in open(paths["md"]).read()
+    assert "| int8 | torch | quantize_static | baseline | 0.8800 | +2.00 |" in Path(paths["md"]).read_text()
