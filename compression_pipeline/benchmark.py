@@ -1,4 +1,4 @@
-"""The benchmark harness: the protocol of ANCHORS.md, usable without Dagster.
+"""The benchmark harness: the protocol of ANCHORS.md and the one cell loop over the runtimes, without Dagster.
 
 Load / session-creation time is measured apart from inference, and so is the first (cold) call. Each cell
 (runtime x precision x batch size) is warmed up by count *and* time, then measured by count *and* time;
@@ -16,23 +16,25 @@ is the PyTorch allocator's peak for torch, and for ONNX Runtime the process's de
 
 Threads are always set explicitly (``None`` in a recipe means one per core this process may use) and the
 value in effect is recorded. fp16 runs only on CUDA; elsewhere the cell is skipped with its reason recorded.
+
+The runtimes (``compression_pipeline.runtimes``: ONNX Runtime, PyTorch eager, tf.function, LiteRT) open sessions;
+``run`` times each session at each batch size (fp32, then fp16 where the session can) and returns the rows, one
+per cell with the same fields for every runtime plus the runtime's own, and the skipped cells with their reasons.
 """
 
 from __future__ import annotations
 
 import os
 import resource
-import shutil
-import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-FP16_CPU_REASON = ("fp16 is benchmarked on CUDA only: this run is on CPU, where neither the ORT CPU provider nor "
-                   "torch has fast fp16 convolutions (they run slower than fp32)")
+if TYPE_CHECKING:
+    from compression_pipeline.runtimes.base import Session
 
 
 @dataclass(frozen=True)
@@ -141,197 +143,38 @@ class HostPeak:
         return False
 
 
-def _process_device_mb() -> tuple[float | None, str]:
-    """Device memory held by this process (nvidia-smi per process), else by the whole device."""
-    if not shutil.which("nvidia-smi"):
-        return None, "unavailable"
-    try:
-        # check=False: a failed query leaves nothing to parse; that ends in the device fallback or "unavailable".
-        out = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
-                             capture_output=True, text=True, timeout=20, check=False).stdout
-        for line in out.splitlines():
-            pid, used = [x.strip() for x in line.split(",")]
-            if pid == str(os.getpid()):
-                return float(used), "process"
-        # In a container the PID namespace often hides our pid: fall back to the device (the gpu pool is exclusive).
-        out = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits", "-i", "0"],
-                             capture_output=True, text=True, timeout=20, check=False).stdout
-        return float(out.split()[0]), "device"
-    except (subprocess.SubprocessError, OSError, ValueError, IndexError):
-        return None, "unavailable"
+# --- the one cell loop ------------------------------------------------------------------------------------------
+def run(sessions: Iterable[Session | Callable[[], Session]], batch_sizes, protocol: Protocol,
+        fp16: bool = True) -> tuple[list[dict], list[dict]]:
+    """Every cell of every session: fp32 at each batch size, then, with ``fp16``, the session's fp16 twin at each
+    batch size where it has one (its rows say how far its outputs move from fp32: ``max_abs_diff_vs_fp32``).
+
+    A session may be given as a function that opens it: it is then opened just before its cells, after the
+    previous session's cells are done, so one runtime's loading never overlaps another's measurement.
+    Returns (rows, skipped), skipped being {runtime, precision, reason} per cell not run here."""
+    rows, skipped = [], []
+    for session in sessions:
+        s = session() if callable(session) else session
+        rows += _cells(s, batch_sizes, protocol)
+        half = s.half() if fp16 else None
+        if isinstance(half, str):
+            skipped.append({"runtime": s.runtime, "precision": "fp16", "reason": half})
+        elif half is not None:
+            x = s.inputs(max(batch_sizes))  # fp16 cells are timings; the gates judged the fp32 model
+            half.fields = {**half.fields, "max_abs_diff_vs_fp32": float(np.abs(half.outputs(x) - s.outputs(x)).max())}
+            rows += _cells(half, batch_sizes, protocol)
+    return rows, skipped
 
 
-def _inputs(in_shape, batch_size: int, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).random((batch_size, *in_shape), dtype=np.float32)
-
-
-def _copy_ms(fn, repeats: int = 20) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return float(np.median(times))
-
-
-# --- ONNX Runtime ---------------------------------------------------------------------------------------------
-def _is_quantized(model) -> bool:
-    return any(n.op_type in ("QuantizeLinear", "DequantizeLinear", "QLinearConv", "MatMulInteger", "ConvInteger",
-                             "DynamicQuantizeLinear") for n in model.graph.node)
-
-
-def _fp16_bytes(path: Path) -> tuple[bytes | None, str | None]:
-    """The model with float weights cast to fp16 (inputs/outputs stay fp32), or the reason it cannot be."""
-    import onnx
-    from onnxruntime.transformers.float16 import convert_float_to_float16
-
-    model = onnx.load(str(path))
-    if _is_quantized(model):
-        return None, "the model is int8-quantized; an fp16 cast applies to float models only"
-    try:
-        return convert_float_to_float16(model, keep_io_types=True).SerializeToString(), None
-    except Exception as e:  # noqa: BLE001 - recorded as the cell's skip reason, never hidden
-        return None, f"ORT's fp16 conversion failed: {type(e).__name__}: {e}"
-
-
-def bench_onnx(path: Path, in_shape, batch_sizes, device: str, threads: int | None, protocol: Protocol,
-               fp16: bool = True, skipped: list | None = None) -> list[dict]:
-    """fp32 cells of the ONNX model at each batch size, then fp16 cells when on CUDA (skips go to ``skipped``)."""
-    from compression_pipeline import onnx_tools
-
-    n_threads = resolve_threads(threads)
-    asked = onnx_tools.providers_for(device)
-    t0 = time.perf_counter()
-    sess = onnx_tools.session(path, device, n_threads)
-    load_s = time.perf_counter() - t0
-    provider = sess.get_providers()[0]
-    # ORT fell back: an error when CUDA was demanded, a recorded fact ("fallback") otherwise.
-    if provider != asked[0] and device == "cuda":
-        raise RuntimeError(f"ONNX Runtime was asked for {asked[0]} but runs on {provider}")
-    extra = {"providers_requested": asked, "fallback": provider != asked[0]}
-    rows = _onnx_cells(sess, in_shape, batch_sizes, n_threads, protocol, load_s, "fp32", extra)
-    skipped = skipped if skipped is not None else []
-    if fp16:
-        if provider != "CUDAExecutionProvider":
-            skipped.append({"runtime": "onnxruntime", "precision": "fp16", "reason": FP16_CPU_REASON})
-        else:
-            t0 = time.perf_counter()
-            blob, why = _fp16_bytes(path)
-            if blob is None:
-                skipped.append({"runtime": "onnxruntime", "precision": "fp16", "reason": why})
-            else:
-                sess16 = onnx_tools.session(blob, device, n_threads)
-                load16 = time.perf_counter() - t0
-                # fp16 cells are timings; the gates judged the fp32 artifact. Say how far fp16 logits move.
-                x = _inputs(in_shape, max(batch_sizes))
-                diff = float(np.abs(sess16.run(None, {sess16.get_inputs()[0].name: x})[0]
-                                    - sess.run(None, {sess.get_inputs()[0].name: x})[0]).max())
-                rows += _onnx_cells(sess16, in_shape, batch_sizes, n_threads, protocol, load16, "fp16",
-                                    {**extra, "max_abs_diff_vs_fp32": diff})
-    return rows
-
-
-def _onnx_cells(sess, in_shape, batch_sizes, threads, protocol, load_s, precision, extra) -> list[dict]:
-    provider = sess.get_providers()[0]
-    on_gpu = provider != "CPUExecutionProvider"
-    name, out_name = sess.get_inputs()[0].name, sess.get_outputs()[0].name
+def _cells(s: Session, batch_sizes, protocol: Protocol) -> list[dict]:
     rows, warm = [], 0.0
     for bs in batch_sizes:
-        x = _inputs(in_shape, bs)
-        gpu = {}
+        host = s.feed(s.inputs(bs))
         with HostPeak() as mem:
-            if on_gpu:
-                import onnxruntime as ort
-
-                binding = sess.io_binding()
-                binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0))
-                binding.bind_output(out_name, "cuda", 0)
-
-                def call(binding=binding):
-                    sess.run_with_iobinding(binding)
-                    binding.synchronize_outputs()
-
-                gpu["h2d_ms"] = _copy_ms(lambda x=x: ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0))
-            else:
-                def call(x=x):
-                    sess.run([out_name], {name: x})
-            t = timed(call, protocol, warm)
-        if on_gpu:
-            gpu["peak_device_mb"], gpu["peak_device_scope"] = _process_device_mb()
-        rows.append({"runtime": "onnxruntime", "provider": provider, "device": "cuda" if on_gpu else "cpu",
-                     "precision": precision, "batch_size": bs, "threads": threads, "load_s": load_s,
-                     "io_binding": on_gpu, **extra, **gpu, **_timing_fields(t, bs, warm), **mem.fields})
+            cell = s.cell(host)
+            t = timed(cell.call, protocol, warm)
+        rows.append({"runtime": s.runtime, "provider": s.provider, "device": s.device, "precision": s.precision,
+                     "batch_size": bs, "threads": s.threads, "load_s": s.load_s, **s.fields, **cell.fields,
+                     **cell.after(), **_timing_fields(t, bs, warm), **mem.fields})
         warm += t.warmup_s + t.measured_s
     return rows
-
-
-# --- PyTorch ----------------------------------------------------------------------------------------------------
-def torch_cuda_usable() -> bool:
-    """CUDA as torch sees it, proven by a real allocation (is_available() alone can be true on a broken driver)."""
-    import torch
-
-    if not torch.cuda.is_available():
-        return False
-    try:
-        torch.zeros(1, device="cuda").add_(1)
-        torch.cuda.synchronize()
-        return True
-    except RuntimeError:
-        return False
-
-
-def bench_torch(module, in_shape, batch_sizes, device: str, threads: int | None, protocol: Protocol,
-                load_s: float = 0.0, fp16: bool = True, skipped: list | None = None) -> list[dict]:
-    import torch
-
-    use_cuda = device in ("cuda", "auto") and torch_cuda_usable()
-    if device == "cuda" and not use_cuda:
-        raise RuntimeError("device 'cuda' was asked for, but torch sees no usable CUDA device")
-    n_threads = resolve_threads(threads)
-    torch.set_num_threads(n_threads)
-    dev = torch.device("cuda" if use_cuda else "cpu")
-    module = module.to(dev).eval()
-    precisions = [("fp32", torch.float32)]
-    if fp16 and use_cuda:
-        precisions.append(("fp16", torch.float16))
-    elif fp16 and skipped is not None:
-        skipped.append({"runtime": "torch", "precision": "fp16", "reason": FP16_CPU_REASON})
-    rows = []
-    for precision, dtype in precisions:
-        m = module if dtype == torch.float32 else _half_copy(module)
-        diff, warm = {}, 0.0
-        if dtype != torch.float32:  # timings only: say how far the fp16 logits move from fp32
-            x = torch.from_numpy(_inputs(in_shape, max(batch_sizes))).to(dev)
-            with torch.inference_mode():
-                diff["max_abs_diff_vs_fp32"] = float((m(x.to(dtype)).float() - module(x)).abs().max())
-        for bs in batch_sizes:
-            host = torch.from_numpy(_inputs(in_shape, bs)).to(dtype)
-            gpu = {}
-            with HostPeak() as mem:
-                x = host.to(dev)
-                if use_cuda:
-                    torch.cuda.synchronize()
-                    torch.cuda.reset_peak_memory_stats()
-                    gpu["h2d_ms"] = _copy_ms(lambda host=host: (host.to(dev), torch.cuda.synchronize()))
-
-                def call(m=m, x=x):
-                    with torch.inference_mode():
-                        m(x)
-                    if use_cuda:
-                        torch.cuda.synchronize()
-
-                t = timed(call, protocol, warm)
-            if use_cuda:
-                gpu["peak_device_mb"] = torch.cuda.max_memory_allocated() / 2 ** 20
-                gpu["peak_device_scope"] = "torch allocator"
-            rows.append({"runtime": "torch", "provider": "cuda" if use_cuda else "cpu", "device": dev.type,
-                         "precision": precision, "batch_size": bs, "threads": torch.get_num_threads(),
-                         "load_s": load_s, **gpu, **diff, **_timing_fields(t, bs, warm), **mem.fields})
-            warm += t.warmup_s + t.measured_s
-    return rows
-
-
-def _half_copy(module):
-    import copy
-
-    return copy.deepcopy(module).half()

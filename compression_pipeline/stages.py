@@ -302,29 +302,32 @@ def benchmark(recipe: Recipe, store: ArtifactStore, deployable: Handle, model: H
     PyTorch eager or a compiled tf.function; ``tflite`` (a Keras model's TFLite export) on LiteRT."""
     from compression_pipeline import benchmark as B
     from compression_pipeline import environment
+    from compression_pipeline.runtimes import litert
+    from compression_pipeline.runtimes import onnxruntime as ort_runtime
 
     bm = recipe.benchmark
     protocol = B.Protocol(bm.warmup_runs, bm.warmup_s, bm.min_runs, bm.min_time_s)
-    h, w = recipe.dataset.image_shape
-    rows, skipped = [], []  # skipped: cells not run here (e.g. fp16 on CPU), each with its reason
+    spec = input_spec(recipe)
     fmt = deployable.artifact.format
-    runners = {}
-    if fmt == "onnx":
-        runners["onnxruntime"] = lambda: _bench_onnx(store, deployable, recipe, protocol, skipped)
+    openers = {}  # runtime -> a function that opens the model's session on it
+    if fmt == "onnx":  # a PyTorch export takes NCHW, a Keras export NHWC: the framework's layout
+        openers["onnxruntime"] = lambda: ort_runtime.open(
+            store.path(deployable.artifact, verify=True), spec, spec.default_layout(deployable.info["framework"]),
+            bm.device, bm.threads)
     tflite_file = deployable if fmt == "tflite" else tflite
     if tflite_file is not None:
-        from compression_pipeline import benchmark_tf as BT
-
-        runners["tflite"] = lambda: BT.bench_tflite(store.path(tflite_file.artifact, verify=True), (h, w, 1),
-                                                    bm.batch_sizes, bm.threads, protocol, skipped=skipped)
+        openers["tflite"] = lambda: litert.open(store.path(tflite_file.artifact, verify=True), spec,
+                                                spec.default_layout("tensorflow"), bm.threads)
     native = model.info["framework"] if model is not None else None
     if native == "torch":
-        runners["torch"] = lambda: _bench_torch(store, model, recipe, protocol, skipped)
+        openers["torch"] = lambda: _open_torch(store, model, recipe, spec)
     if native == "tensorflow":
-        runners["tensorflow"] = lambda: _bench_tensorflow(store, model, recipe, protocol, skipped)
+        openers["tensorflow"] = lambda: _open_tensorflow(store, model, recipe, spec)
+    rows, skipped = [], []  # skipped: cells not run here (e.g. fp16 on CPU), each with its reason
     for runtime in bm.runtimes:
-        if runtime in runners:
-            rows += runners[runtime]()
+        if runtime in openers:
+            got, why = B.run([openers[runtime]], bm.batch_sizes, protocol)
+            rows, skipped = rows + got, skipped + why
         else:
             skipped.append({"runtime": runtime, "precision": "fp32", "applicable": False,
                             "reason": f"{runtime} cannot run this model: a {deployable.info['framework']} model in "
@@ -339,40 +342,40 @@ def benchmark(recipe: Recipe, store: ArtifactStore, deployable: Handle, model: H
                                       "skipped": skipped})
 
 
-def _bench_onnx(store, deployable, recipe, protocol, skipped) -> list[dict]:
-    from compression_pipeline import benchmark as B
-    from compression_pipeline import onnx_tools
+def input_spec(recipe: Recipe):
+    """The family's samples as the runtimes take them: (1, h, w) grayscale images (until the splits carry their
+    own ``InputSpec``)."""
+    from compression_pipeline.types import InputSpec
 
-    bm, path = recipe.benchmark, store.path(deployable.artifact, verify=True)
-    layout = onnx_tools.input_layout(path, recipe.dataset.image_shape)  # NCHW (PyTorch) or NHWC (Keras) exports
-    return B.bench_onnx(path, layout, bm.batch_sizes, bm.device, bm.threads, protocol, skipped=skipped)
+    ds = recipe.dataset
+    return InputSpec(kind="image", shape=(1, *ds.image_shape), scale=1 / ds.value_max,
+                     class_names=tuple(str(c) for c in ds.classes))
 
 
-def _bench_torch(store, model, recipe, protocol, skipped) -> list[dict]:
-    import torch  # noqa: F401  (imported before the clock starts: a process cost, not the model's load time)
+def _open_torch(store, model, recipe, spec):
+    import importlib
 
-    from compression_pipeline import benchmark as B
     from compression_pipeline import zoo
+    from compression_pipeline.runtimes import torch_eager
 
+    importlib.import_module("torch")  # before the clock starts: a process cost, not the model's load time
     bm = recipe.benchmark
     t0 = time.perf_counter()
     module, _ = zoo.load_torch(store.path(model.artifact, verify=True))
-    return B.bench_torch(module, (1, *recipe.dataset.image_shape), bm.batch_sizes, bm.device, bm.threads, protocol,
-                         load_s=time.perf_counter() - t0, skipped=skipped)
+    return torch_eager.open(module, spec, spec.default_layout("torch"), bm.device, bm.threads,
+                            load_s=time.perf_counter() - t0)
 
 
-def _bench_tensorflow(store, model, recipe, protocol, skipped) -> list[dict]:
-    import tensorflow  # noqa: F401  (as above: a process cost)
-
-    from compression_pipeline import benchmark_tf as BT
+def _open_tensorflow(store, model, recipe, spec):
     from compression_pipeline import keras_backend as K
+    from compression_pipeline.runtimes import tf_function
 
     bm = recipe.benchmark
-    BT.configure_threads(bm.threads)  # before the model loads: TF fixes its thread count when it starts
+    tf_function.configure_threads(bm.threads)  # before the model loads (and TF starts): TF fixes its thread count
     t0 = time.perf_counter()
     keras_model = K.load_keras(store.path(model.artifact, verify=True))
-    return BT.bench_tensorflow(keras_model, (*recipe.dataset.image_shape, 1), bm.batch_sizes, bm.device, bm.threads,
-                               protocol, load_s=time.perf_counter() - t0, skipped=skipped)
+    return tf_function.open(keras_model, spec, spec.default_layout("tensorflow"), bm.device, bm.threads,
+                            load_s=time.perf_counter() - t0)
 
 
 def _json(obj) -> str:

@@ -33,7 +33,7 @@ from compression_pipeline.stages import (
 def set_threads(threads: int | None) -> None:
     """TensorFlow's threads for a training or export step (None: one per core), set before TF starts its runtime:
     a step process does it first thing; in a process where TF already runs, the running value stays."""
-    from compression_pipeline.benchmark_tf import configure_threads
+    from compression_pipeline.runtimes.tf_function import configure_threads
 
     configure_threads(threads, inter_op=None)
 

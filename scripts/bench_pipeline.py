@@ -66,20 +66,22 @@ def plain_p50(path: Path, in_shape, batch_size: int, threads: int, warmup: int, 
     return float(np.median(times))
 
 
-def agreement(models: list[tuple[str, Path]], in_shape, batch_sizes, threads: int, protocol: B.Protocol,
+def agreement(models: list[tuple[str, Path, str]], spec, batch_sizes, threads: int, protocol: B.Protocol,
               rounds: int) -> bool:
+    """``models``: (label, ONNX file, framework it was exported from: its layout)."""
+    from compression_pipeline.runtimes import onnxruntime as ort_runtime
+
     print(f"\nHarness vs a plain perf_counter loop around sess.run (CPU provider, {threads} threads, p50 ms; "
           f"{rounds} alternating rounds, tolerance {TOLERANCE:.0%}):")
     print(f"  {'model':<24}{'batch':>6}{'harness':>11}{'plain':>11}{'ratio':>8}   per-round ratios")
     ok = True
-    from compression_pipeline import onnx_tools
-
-    for label, path in models:
-        shape = onnx_tools.input_layout(path, in_shape[-2:])  # NCHW for PyTorch exports, NHWC for Keras ones
+    for label, path, framework in models:
+        layout = spec.default_layout(framework)  # NCHW for PyTorch exports, NHWC for Keras ones
+        shape = spec.sample_shape(layout)
         for bs in batch_sizes:
             h, p = [], []
             for _ in range(rounds):
-                row = B.bench_onnx(path, shape, [bs], "cpu", threads, protocol, fp16=False)[0]
+                row = B.run([ort_runtime.open(path, spec, layout, "cpu", threads)], [bs], protocol, fp16=False)[0][0]
                 h.append(row["p50_ms"])
                 p.append(plain_p50(path, shape, bs, threads, protocol.warmup_runs, row["runs"]))
             ratio = statistics.median(h) / statistics.median(p)
@@ -95,15 +97,18 @@ def from_report(path: Path, names: list[str] | None):
     root = path.resolve().parents[2]  # <artifact root>/<family>/report/report.json
     models = rep["models"]
     names = names or ["baseline", "int8"]
-    onnx = [(f"{m['framework']}_{m['name']}", root / m["artifact"]) for m in models if m["name"] in names]
-    return models, onnx or [(f"{models[0]['framework']}_{models[0]['name']}", root / models[0]["artifact"])]
+    onnx = [(f"{m['framework']}_{m['name']}", root / m["artifact"], m["framework"]) for m in models
+            if m["name"] in names]
+    first = models[0]
+    return models, onnx or [(f"{first['framework']}_{first['name']}", root / first["artifact"], first["framework"])]
 
 
-def fresh(recipe, workdir: Path, epochs: int, threads: int, protocol: B.Protocol):
+def fresh(recipe, workdir: Path, epochs: int, threads: int, protocol: B.Protocol, input_spec):
     """No report: train the recipe's baseline briefly, export it, quantize it, and bench both now."""
     from compression_pipeline import data, onnx_tools, train, zoo
     from compression_pipeline.methods.quantize import QuantizeStatic, quantize_static
     from compression_pipeline.report import add_ratios
+    from compression_pipeline.runtimes import onnxruntime as ort_runtime
 
     ds = recipe.dataset
     X, y, _ = data.load_raw(ds, ".")
@@ -118,11 +123,12 @@ def fresh(recipe, workdir: Path, epochs: int, threads: int, protocol: B.Protocol
     quantize_static(fp32, int8, QuantizeStatic(samples=512), data.as_images(parts["X_train"], ds.image_shape))
     models = []
     for name, path in (("baseline", fp32), ("int8", int8)):
-        rows = B.bench_onnx(path, spec.in_shape, recipe.benchmark.batch_sizes, "cpu", threads, protocol, fp16=False)
+        rows, _ = B.run([ort_runtime.open(path, input_spec, "NCHW", "cpu", threads)], recipe.benchmark.batch_sizes,
+                        protocol, fp16=False)
         models.append({"name": name, "framework": "torch", "file_bytes": path.stat().st_size, "params": 1,
                        "benchmarks": rows})
     add_ratios(models)
-    return models, [("torch_baseline", fp32), ("torch_int8", int8)]
+    return models, [("torch_baseline", fp32, "torch"), ("torch_int8", int8, "torch")]
 
 
 def main(argv=None) -> int:
@@ -139,6 +145,7 @@ def main(argv=None) -> int:
 
     from compression_pipeline.recipe import load_recipe
     from compression_pipeline.settings import PROJECT_ROOT
+    from compression_pipeline.stages import input_spec
 
     path = args.report or Settings.from_env().artifact_root / args.family / "report" / "report.json"
     rep_recipe = json.loads(path.read_text()).get("recipe") if path.is_file() else None
@@ -147,15 +154,16 @@ def main(argv=None) -> int:
     bm = recipe.benchmark
     threads = B.resolve_threads(args.threads or bm.threads)
     protocol = B.Protocol(bm.warmup_runs, bm.warmup_s, bm.min_runs, bm.min_time_s)
+    spec = input_spec(recipe)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         if path.is_file():
             print(f"Report: {path}")
             models, onnx = from_report(path, args.models)
         else:
-            models, onnx = fresh(recipe, Path(tmp), args.epochs, threads, protocol)
+            models, onnx = fresh(recipe, Path(tmp), args.epochs, threads, protocol, spec)
         print_speedups(models)
-        ok = agreement(onnx, (1, *recipe.dataset.image_shape), bm.batch_sizes, threads, protocol, args.rounds)
+        ok = agreement(onnx, spec, bm.batch_sizes, threads, protocol, args.rounds)
     print(f"\nAgreement {'within' if ok else 'OUTSIDE'} {TOLERANCE:.0%} everywhere. ({time.perf_counter() - t0:.0f} s)")
     return 0 if ok else 1
 

@@ -30,7 +30,8 @@ from compression_pipeline.settings import PROJECT_ROOT
 
 def cuda_status() -> dict:
     """Each piece CUDA needs, so a CPU fallback states exactly what was missing."""
-    from compression_pipeline import benchmark, onnx_tools
+    from compression_pipeline import onnx_tools
+    from compression_pipeline.runtimes import torch_eager
 
     try:
         ctypes.CDLL("libcuda.so.1")
@@ -43,7 +44,7 @@ def cuda_status() -> dict:
     return {"driver_libcuda": driver,
             "ort_cuda_provider_built": "CUDAExecutionProvider" in ort.get_available_providers(),
             "ort_cuda_usable": onnx_tools.cuda_usable(), "torch_cuda_build": torch.version.cuda,
-            "torch_cuda_usable": benchmark.torch_cuda_usable()}
+            "torch_cuda_usable": torch_eager.cuda_usable()}
 
 
 def _good(root: Path, family: str, noun: str) -> Handle | None:

@@ -8,11 +8,14 @@ import sys
 import numpy as np
 import pytest
 
-from compression_pipeline import benchmark, benchmark_tf, keras_backend, zoo
+from compression_pipeline import benchmark, keras_backend, zoo
+from compression_pipeline.runtimes import base, litert, tf_function, torch_eager
+from compression_pipeline.types import InputSpec
 
 PROTOCOL = benchmark.Protocol(warmup_runs=3, warmup_s=0.05, min_runs=20, min_time_s=0.1)
 SPEC = zoo.cnn_spec(4)
-NHWC = (SPEC.in_shape[1], SPEC.in_shape[2], SPEC.in_shape[0])
+IMAGES = InputSpec(kind="image", shape=SPEC.in_shape, class_names=tuple("0123456789"))
+NHWC = IMAGES.sample_shape("NHWC")
 
 
 @pytest.fixture(scope="module")
@@ -25,12 +28,13 @@ def models(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def torch_row():
-    """A real row of bench_torch on the same architecture: the field set every runtime must carry."""
+    """A real row of the torch runtime on the same architecture: the field set every runtime must carry."""
     import torch
 
     before = torch.get_num_threads()
     try:
-        return benchmark.bench_torch(zoo.build_torch(SPEC, seed=0), SPEC.in_shape, [1], "cpu", 1, PROTOCOL)[0]
+        session = torch_eager.open(zoo.build_torch(SPEC, seed=0), IMAGES, "NCHW", "cpu", 1)
+        return benchmark.run([session], [1], PROTOCOL)[0][0]
     finally:
         torch.set_num_threads(before)
 
@@ -46,8 +50,8 @@ def _protocol_honoured(r):
 def test_tensorflow_rows_carry_torchs_fields_and_the_protocol(models, torch_row):
     import tensorflow as tf
 
-    skipped = []
-    rows = benchmark_tf.bench_tensorflow(models[0], NHWC, [1, 8], "cpu", 1, PROTOCOL, load_s=0.25, skipped=skipped)
+    session = tf_function.open(models[0], IMAGES, "NHWC", "cpu", 1, load_s=0.25)
+    rows, skipped = benchmark.run([session], [1, 8], PROTOCOL)
     assert [(r["runtime"], r["precision"], r["batch_size"]) for r in rows] == [("tensorflow", "fp32", 1),
                                                                                 ("tensorflow", "fp32", 8)]
     for r in rows:
@@ -58,12 +62,11 @@ def test_tensorflow_rows_carry_torchs_fields_and_the_protocol(models, torch_row)
         in_effect = tf.config.threading.get_intra_op_parallelism_threads()
         assert r["threads"] == (in_effect or benchmark.resolve_threads(None))
         assert r["threads_source"] in ("set", "fixed_earlier", "tf_default")
-    assert skipped == [{"runtime": "tensorflow", "precision": "fp16", "reason": benchmark.FP16_CPU_REASON}]
+    assert skipped == [{"runtime": "tensorflow", "precision": "fp16", "reason": base.FP16_CPU_REASON}]
 
 
 def test_tflite_rows_carry_torchs_fields_and_measure_loading(models, torch_row):
-    skipped = []
-    rows = benchmark_tf.bench_tflite(models[1], NHWC, [1, 8], 1, PROTOCOL, skipped=skipped)
+    rows, skipped = benchmark.run([litert.open(models[1], IMAGES, "NHWC", 1)], [1, 8], PROTOCOL)
     assert [(r["runtime"], r["precision"], r["batch_size"]) for r in rows] == [("tflite", "fp32", 1),
                                                                                 ("tflite", "fp32", 8)]
     for r in rows:
@@ -73,9 +76,9 @@ def test_tflite_rows_carry_torchs_fields_and_measure_loading(models, torch_row):
         assert r["delegated_nodes"] >= 1 and r["provider"] == "litert-xnnpack"
         _protocol_honoured(r)
     assert rows[0]["load_s"] == rows[1]["load_s"]  # one interpreter, its creation reported apart
-    assert skipped == [{"runtime": "tflite", "precision": "fp16", "reason": benchmark_tf.TFLITE_FP16_REASON}]
-    given = benchmark_tf.bench_tflite(models[1], NHWC, [2], None, PROTOCOL, load_s=1.5)
-    assert given[0]["load_s"] == 1.5 and given[0]["threads"] == benchmark.resolve_threads(None)
+    assert skipped == [{"runtime": "tflite", "precision": "fp16", "reason": litert.TFLITE_FP16_REASON}]
+    default = litert.open(models[1], IMAGES, "NHWC", None)
+    assert default.threads == benchmark.resolve_threads(None)
 
 
 def test_delegate_detection_tells_xnnpack_from_builtin_kernels(models):
@@ -86,28 +89,29 @@ def test_delegate_detection_tells_xnnpack_from_builtin_kernels(models):
                                (OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES, "litert-cpu")):
         interp = Interpreter(model_path=str(models[1]), num_threads=1, experimental_op_resolver_type=resolver)
         interp.allocate_tensors()
-        assert benchmark_tf._tflite_provider(benchmark_tf.delegated_nodes(interp)) == provider
+        assert litert.provider_of(litert.delegated_nodes(interp)) == provider
 
 
 def test_tflite_cell_runs_the_model(models):
     """The timed call computes the model's logits (same as the Keras model's), not just some call."""
     keras_model, path = models
     x = np.random.default_rng(1).random((5, *NHWC), dtype=np.float32)
-    interp = keras_backend.tflite_interpreter(path, 1)
-    got = keras_backend.predict_tflite(interp, x.reshape(5, -1), NHWC[:2])
-    np.testing.assert_allclose(got, keras_model.predict(x, verbose=0), atol=1e-4)
+    session = litert.open(path, IMAGES, "NHWC", 1)
+    session.cell(x).call()
+    out = session.interpreter.get_tensor(session.interpreter.get_output_details()[0]["index"])
+    np.testing.assert_allclose(out, keras_model.predict(x, verbose=0), atol=1e-4)
 
 
-@pytest.mark.skipif(benchmark_tf.tf_gpu_usable(), reason="this machine has a GPU")
+@pytest.mark.skipif(tf_function.gpu_usable(), reason="this machine has a GPU")
 def test_cuda_without_a_gpu_is_an_error(models):
     with pytest.raises(RuntimeError, match="no GPU"):
-        benchmark_tf.bench_tensorflow(models[0], NHWC, [1], "cuda", 1, PROTOCOL)
+        tf_function.open(models[0], IMAGES, "NHWC", "cuda", 1)
 
 
 def test_float16_copy_keeps_the_logits(models):
     """The fp16 cells of a GPU run use this copy; its conversion is checked here on the CPU."""
     keras_model = models[0]
-    half = benchmark_tf._copy_to(keras_model, "/CPU:0", "float16")
+    half = tf_function.copy_to(keras_model, "/CPU:0", "float16")
     assert {str(w.dtype) for w in half.weights} == {"float16"}
     x = np.random.default_rng(2).random((4, *NHWC), dtype=np.float32)
     np.testing.assert_allclose(np.asarray(half(x, training=False), dtype=np.float32),
@@ -117,10 +121,10 @@ def test_float16_copy_keeps_the_logits(models):
 THREADS_SCRIPT = """
 import json
 import tensorflow as tf
-from compression_pipeline import benchmark_tf
-first = benchmark_tf.configure_threads(1)  # before TF starts: applied
+from compression_pipeline.runtimes.tf_function import configure_threads
+first = configure_threads(1)  # before TF starts: applied
 tf.constant(1.0) + 1
-later = benchmark_tf.configure_threads(2)  # after: TF keeps 1, and says so
+later = configure_threads(2)  # after: TF keeps 1, and says so
 print(json.dumps([first, later, tf.config.threading.get_intra_op_parallelism_threads()]))
 """
 
@@ -135,6 +139,6 @@ def test_threads_recorded_are_the_ones_tf_uses(models):
     in_effect = tf.config.threading.get_intra_op_parallelism_threads()
     want = 3 if in_effect != 3 else 4
     if in_effect == 0:  # TF started with its default: one thread per core, recorded as that number
-        assert benchmark_tf.configure_threads(want) == (benchmark.resolve_threads(None), "tf_default")
+        assert tf_function.configure_threads(want) == (benchmark.resolve_threads(None), "tf_default")
     else:  # an earlier test set a count before TF started: that one stays
-        assert benchmark_tf.configure_threads(want) == (in_effect, "fixed_earlier")
+        assert tf_function.configure_threads(want) == (in_effect, "fixed_earlier")

@@ -105,9 +105,13 @@ def test_measure_respects_count_and_time():
 
 def test_bench_onnx_and_torch_record_providers(tiny_model):
     module, spec, _, path = tiny_model
+    from compression_pipeline.runtimes import onnxruntime, torch_eager
+    from compression_pipeline.types import InputSpec
+
+    images = InputSpec(kind="image", shape=spec.in_shape, class_names=tuple("0123456789"))
     p = benchmark.Protocol(1, 0.0, 5, 0.0)
-    rows = benchmark.bench_onnx(path, spec.in_shape, [1, 4], "auto", 1, p)
-    rows += benchmark.bench_torch(module, spec.in_shape, [1, 4], "auto", 1, p)
+    rows, _ = benchmark.run([onnxruntime.open(path, images, "NCHW", "auto", 1),
+                             torch_eager.open(module, images, "NCHW", "auto", 1)], [1, 4], p)
     assert [(r["runtime"], r["batch_size"]) for r in rows] == [("onnxruntime", 1), ("onnxruntime", 4),
                                                              ("torch", 1), ("torch", 4)]
     assert {r["provider"] for r in rows} == {"CPUExecutionProvider", "cpu"}

@@ -11,7 +11,7 @@ BENCH_FIELDS = ("runtime", "provider", "device", "batch_size", "threads", "p50_m
                 # added with the GPU-ready harness:
                 "precision", "io_binding", "fallback", "first_call_ms", "warmup_runs", "warmup_s", "measured_s",
                 "h2d_ms", "peak_host_delta_mb", "peak_host_scope", "peak_device_scope", "max_abs_diff_vs_fp32",
-                # added with the TensorFlow runtimes (benchmark_tf):
+                # added with the TensorFlow runtimes (runtimes/tf_function.py, runtimes/litert.py):
                 "xla", "threads_source", "delegated_nodes",
                 # added with the per-session warm-up time:
                 "session_warm_s")
