@@ -1,17 +1,16 @@
 """Built-in compression methods. Importing this package registers them; no framework is imported."""
 
-# Each import registers a method (keras_methods adds the Keras implementations to the PyTorch twins' configs).
-from compression_pipeline.methods import distill, fp16, keras_methods, low_rank, pruning, quantize, share, tflite
+# Each import registers a method's implementations (one module per method, every framework's side by side).
+from compression_pipeline.methods import distill, fp16, low_rank, pruning, quantize, share, tflite
 from compression_pipeline.methods.registry import (
     METHODS,
     Context,
     Method,
     MethodConfig,
-    TorchContext,
     get_method,
     methods_for,
     register,
 )
 
-__all__ = ["METHODS", "Context", "Method", "MethodConfig", "TorchContext", "distill", "fp16", "get_method",
-           "keras_methods", "low_rank", "methods_for", "pruning", "quantize", "register", "share", "tflite"]
+__all__ = ["METHODS", "Context", "Method", "MethodConfig", "distill", "fp16", "get_method", "low_rank",
+           "methods_for", "pruning", "quantize", "register", "share", "tflite"]

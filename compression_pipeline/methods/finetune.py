@@ -1,4 +1,5 @@
-"""Fine-tuning after a destructive method (pruning, factorization): a config mixin and the one helper that runs it.
+"""What methods share: fine-tuning after a destructive method (a config mixin and the one helper that runs it, on
+any framework through its adapter), and the selection of layers by name patterns.
 
 Fine-tuning may distill from the unmodified parent (``finetune_teacher: parent``): the parent's soft labels
 recover more of a pruned model's accuracy on a small dataset than hard labels alone (measured on digits:
@@ -7,11 +8,13 @@ structured 50 % pruning + 10 epochs, 0.956 with labels alone, 0.967 with the par
 
 from __future__ import annotations
 
+from fnmatch import fnmatchcase
 from typing import Literal
 
 from pydantic import Field
 
-from compression_pipeline.methods.registry import MethodConfig, TorchContext
+from compression_pipeline.frameworks.base import Fit
+from compression_pipeline.methods.registry import Context, MethodConfig
 
 
 class FineTune(MethodConfig):
@@ -23,20 +26,32 @@ class FineTune(MethodConfig):
     finetune_alpha: float = Field(0.7, ge=0, le=1, description="weight of the distillation loss vs cross-entropy")
 
 
-def finetune(module, config: FineTune, ctx: TorchContext, teacher=None) -> dict:
-    """Fine-tune ``module`` in place as configured (``teacher``: the parent, used when the config asks for it).
-
-    Returns facts for the handle: epochs, teacher, and the per-epoch history (best validation epoch kept).
-    """
-    from compression_pipeline import train
-
+def finetune(model, config: FineTune, ctx: Context, teacher=None, keep_zero: bool = False) -> dict:
+    """Fine-tune ``model`` in place as configured (``teacher``: the parent, used when the config asks for it;
+    ``keep_zero``: pruned weights stay zero). Returns facts for the handle: epochs, teacher, the per-epoch history
+    (best validation epoch kept)."""
     if config.finetune_epochs == 0:
         return {"finetune_epochs": 0}
-    use_teacher = teacher if config.finetune_teacher == "parent" else None
-    if use_teacher is not None:
-        use_teacher.eval()
-    history = train.train(module, ctx.splits, ctx.image_shape, config.finetune_epochs, config.finetune_batch_size,
-                          config.finetune_lr, ctx.seed, teacher=use_teacher, temperature=config.finetune_temperature,
-                          alpha=config.finetune_alpha, log=ctx.log)
+    fit = Fit(epochs=config.finetune_epochs, batch_size=config.finetune_batch_size, lr=config.finetune_lr,
+              seed=ctx.seed, temperature=config.finetune_temperature, alpha=config.finetune_alpha)
+    history = ctx.framework.fit(model, ctx.splits, ctx.spec, fit,
+                                teacher=teacher if config.finetune_teacher == "parent" else None,
+                                keep_zero=keep_zero, log=ctx.log)
     return {"finetune_epochs": config.finetune_epochs, "finetune_teacher": config.finetune_teacher,
             "finetune_history": history}
+
+
+def wants_teacher(config: FineTune) -> bool:
+    return bool(config.finetune_epochs) and config.finetune_teacher == "parent"
+
+
+def select(names: list[str], patterns: list[str] | None, method: str, what: str = "layers") -> list[str]:
+    """The ``names`` matching any of ``patterns`` (shell-style, e.g. ``fc*`` or ``layer4.*``; all when None). A
+    pattern that matches nothing is an error listing what there is: a typo never silently selects nothing."""
+    if patterns is None:
+        return list(names)
+    unmatched = [p for p in patterns if not any(fnmatchcase(n, p) for n in names)]
+    if unmatched:
+        shown = ", ".join(names[:40]) + (f", ... ({len(names)} in all)" if len(names) > 40 else "")
+        raise ValueError(f"{method}: {what} {unmatched} match none of the model's {what}: {shown}")
+    return [n for n in names if any(fnmatchcase(n, p) for p in patterns)]

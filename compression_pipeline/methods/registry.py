@@ -1,25 +1,30 @@
 """The method registry: a method is one frozen config model plus one implementation per form it accepts.
 
-A *form* is what a model is stored as between assets: ``torch`` (an architecture spec plus
-safetensors weights), ``tensorflow`` (a ``.keras`` file), ``onnx`` (a deployable ONNX file) or ``tflite``
-(a deployable TFLite flatbuffer). A method that has an ``onnx`` implementation works on the exported
-artifact of any framework-native model; a method with only a ``torch`` (or ``tensorflow``) implementation
-needs a parent of that framework. An implementation keeps its form unless it declares what it produces
-(TFLite post-training quantization works on a ``tensorflow`` model and produces ``tflite``).
+A *form* is what a model is stored as between assets: ``torch`` (safetensors plus what rebuilds the module),
+``tensorflow`` (a ``.keras`` file), ``onnx`` (a deployable ONNX file) or ``tflite`` (a deployable TFLite flatbuffer).
+A method that has an ``onnx`` implementation works on the exported artifact of any framework-native model (and on a
+user's ONNX file); a method with only a ``torch`` (or ``tensorflow``) implementation needs a parent of that
+framework. An implementation keeps its form unless it declares what it produces (TFLite post-training quantization
+works on a ``tensorflow`` model and produces ``tflite``).
 
-Signatures: a ``torch`` / ``tensorflow`` implementation is ``fn(model, spec, config, ctx) -> (model, spec,
-info)``; an ``onnx`` one ``fn(src, dst, config, calibration) -> info``; one producing ``tflite`` from a
-``tensorflow`` model ``fn(model, dst, config, ctx) -> info``. Adding a method touches this package and its
-tests, never the orchestration.
+Signatures: a ``torch`` / ``tensorflow`` implementation is ``fn(model, config, ctx) -> (model, info)``; an ``onnx``
+one ``fn(src, dst, config, calibration) -> info`` (calibration: training samples as the graph takes them); one
+producing ``tflite`` from a ``tensorflow`` model ``fn(model, dst, config, ctx) -> info``. ``info`` holds JSON-able
+facts (and an optional human ``note``) for the handle. Adding a method touches the methods package and its tests,
+never the orchestration. Importing ``compression_pipeline.methods`` registers the built-in methods; ask for a
+method through that package (``compression_pipeline.methods.get_method``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
+
+from compression_pipeline.types import InputSpec
 
 Form = Literal["torch", "tensorflow", "onnx", "tflite"]
 NATIVE_FORMS = ("torch", "tensorflow")  # framework-native: trainable, and exported to ONNX for deployment
@@ -51,22 +56,27 @@ class Method:
 
 
 @dataclass
-class TorchContext:
-    """What a framework-native implementation may use besides the model: ``fn(model, spec, config, ctx)`` returns
-    ``(model, spec, info)``; ``info`` holds JSON-able facts (and an optional human ``note``) for the handle."""
+class Context:
+    """What a framework-native implementation may use besides the model: the framework's adapter
+    (``frameworks.base.Framework``), the splits in the stored layout and their input specification."""
 
-    splits: dict  # X_train, y_train, X_val, y_val, X_test, y_test (numpy, pixels in [0, 1])
-    image_shape: tuple[int, int]
+    framework: Any  # the adapter of the model's framework
+    splits: dict  # X_train, y_train, X_val, y_val, X_test, y_test (numpy, stored layout)
+    spec: InputSpec
     seed: int = 0
     threads: int | None = None
+    data_root: Path | None = None  # where a student's trained weights are read from
     log: Callable[[str], Any] | None = field(default=None, repr=False)
 
     def say(self, message: str) -> None:
         if self.log:
             self.log(message)
 
+    def accuracy(self, model) -> float:
+        """The model's accuracy on the test split."""
+        logits = self.framework.predict(model, self.splits["X_test"], self.spec)
+        return float((logits.argmax(1) == self.splits["y_test"]).mean())
 
-Context = TorchContext  # the same context serves torch and tensorflow implementations
 
 METHODS: dict[str, Method] = {}
 
@@ -96,8 +106,6 @@ def register(name: str, config: type[MethodConfig], description: str = ""):
 
 
 def get_method(name: str) -> Method:
-    from compression_pipeline import methods  # noqa: F401  (registers the built-in methods)
-
     try:
         return METHODS[name]
     except KeyError:
@@ -106,6 +114,4 @@ def get_method(name: str) -> Method:
 
 def methods_for(form: str) -> list[str]:
     """Names of the methods that accept a parent in ``form`` (what a recipe may ask of such a model)."""
-    from compression_pipeline import methods  # noqa: F401
-
     return sorted(n for n, m in METHODS.items() if m.accepts(form))
