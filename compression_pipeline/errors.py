@@ -23,3 +23,7 @@ class DatasetError(PipelineError):
 
 class ArtifactError(PipelineError):
     """An artifact is missing, corrupt, outside the artifact root, or was never validated."""
+
+
+class ModelError(PipelineError):
+    """A declared model cannot be built or does not fit its data: names the builder (or file) and the problem."""

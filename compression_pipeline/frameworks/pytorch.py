@@ -1,0 +1,170 @@
+"""The PyTorch adapter: any ``torch.nn.Module`` classifier (the zoo's, torchvision's, timm's, the user's own)."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from compression_pipeline.frameworks import pytorch_io
+from compression_pipeline.frameworks.base import Fit, Framework
+from compression_pipeline.frameworks.pytorch_build import check_io, construct, describe, device_of, load_weights
+from compression_pipeline.types import ImportModel, InputSpec
+
+
+def _feed(X: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """What the model is fed: stored samples ((n, C, H, W) or (n, F)) normalized per channel or feature.
+    To be replaced by ``compression_pipeline.data.batches.feed(X, spec, "NCHW")`` once that module lands."""
+    X = np.asarray(X, dtype=np.float32)
+    if X.shape[1:] != tuple(spec.shape):
+        raise ValueError(f"samples of shape {X.shape[1:]}, but the input spec says {tuple(spec.shape)}")
+    if spec.mean is not None:
+        axes = (-1, 1, 1) if spec.kind == "image" else (-1,)
+        X = (X - np.reshape(spec.mean, axes).astype(np.float32)) / np.reshape(spec.std, axes).astype(np.float32)
+    return np.ascontiguousarray(X)
+
+
+class PyTorch(Framework):
+    name = "torch"
+    suffix = "safetensors"
+
+    def build(self, source, spec: InputSpec, seed: int | None = None, data_root: Path | None = None) -> nn.Module:
+        if seed is not None:
+            torch.manual_seed(seed)  # global, as zoo.build_torch: the same seed gives the same initial weights
+        model = construct(source, spec)
+        if isinstance(source, ImportModel) and source.weights:
+            load_weights(model, data_root, source.weights, describe(source))
+        check_io(model, spec, describe(source))
+        return model
+
+    def save(self, model, path: Path) -> None:
+        pytorch_io.save(model, path)
+
+    def load(self, path: Path) -> nn.Module:
+        return pytorch_io.load(path)
+
+    def copy(self, model) -> nn.Module:
+        return copy.deepcopy(model)
+
+    def layout(self, spec: InputSpec):
+        return spec.default_layout("torch")
+
+    def fit(self, model, splits, spec: InputSpec, fit: Fit, teacher=None, keep_zero: bool = False, log=None):
+        """As ``train.train``: seeded shuffling, Adam with a cosine schedule, the best validation epoch's weights
+        kept; with ``keep_zero``, weight tensors (2+ dimensions: convolutions, dense layers) keep their zeros: the
+        masks are re-applied after every optimizer step (biases and norm parameters are not masked)."""
+        torch.manual_seed(fit.seed)
+        device = device_of(model)
+        X = torch.from_numpy(_feed(splits["X_train"], spec))
+        y = torch.from_numpy(np.asarray(splits["y_train"])).long()
+        opt = torch.optim.Adam(model.parameters(), lr=fit.lr)
+        gen = torch.Generator().manual_seed(fit.seed)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(fit.epochs, 1))
+        masks = [(p, p != 0) for p in model.parameters() if keep_zero and p.dim() >= 2 and bool((p == 0).any())]
+        soft = None
+        if teacher is not None:  # frozen, no augmentation: its logits are computed once
+            teacher.eval()
+            with torch.no_grad():  # not inference_mode: these logits are used in the loss, outside that mode
+                soft = torch.cat([teacher(X[i: i + 512].to(device_of(teacher))).to(device)
+                                  for i in range(0, len(X), 512)])
+        history, best = [], (-1.0, None)
+        for epoch in range(fit.epochs):
+            model.train()
+            order = torch.randperm(len(X), generator=gen)
+            total = 0.0
+            for i in range(0, len(X), fit.batch_size):
+                idx = order[i: i + fit.batch_size]
+                logits = model(X[idx].to(device))
+                loss = F.cross_entropy(logits, y[idx].to(device))
+                if soft is not None:
+                    t = fit.temperature
+                    kd = F.kl_div(F.log_softmax(logits / t, 1), F.softmax(soft[idx] / t, 1), reduction="batchmean")
+                    loss = fit.alpha * kd * t ** 2 + (1 - fit.alpha) * loss
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                if masks:
+                    with torch.no_grad():
+                        for p, mask in masks:
+                            p.mul_(mask)
+                total += loss.item() * len(idx)
+            val_acc = float((self.predict(model, splits["X_val"], spec).argmax(1) == splits["y_val"]).mean())
+            sched.step()
+            history.append({"epoch": epoch + 1, "loss": total / len(X), "val_accuracy": val_acc})
+            if val_acc > best[0]:  # the best validation epoch's weights, not merely the last ones
+                best = (val_acc, {k: v.detach().clone() for k, v in model.state_dict().items()})
+            if log:
+                log(f"epoch {epoch + 1}/{fit.epochs}: loss {total / len(X):.4f}, val accuracy {val_acc:.4f}")
+        if best[1] is not None:
+            model.load_state_dict(best[1])
+        model.eval()
+        return history
+
+    def predict(self, model, X: np.ndarray, spec: InputSpec, batch_size: int = 256) -> np.ndarray:
+        model.eval()
+        device, out = device_of(model), []
+        with torch.inference_mode():
+            for i in range(0, len(X), batch_size):
+                out.append(model(torch.from_numpy(_feed(X[i: i + batch_size], spec)).to(device)).float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, spec.num_classes), np.float32)
+
+    def count_params(self, model) -> tuple[int, int]:
+        total = nonzero = 0
+        for p in model.parameters():
+            total += p.numel()
+            nonzero += int((p != 0).sum())
+        return total, nonzero
+
+    def count_macs(self, model, spec: InputSpec) -> int:
+        """Weight MACs of one sample, measured with forward hooks on every convolution (output elements x input
+        channels per group x kernel size) and dense layer (output elements x input features); bias adds,
+        activations and attention's activation-by-activation products are not counted."""
+        macs = []
+
+        def hook(module, _inputs, out):
+            if isinstance(module, nn.Linear):
+                macs.append(out.numel() * module.in_features)
+            else:
+                macs.append(out.numel() * module.in_channels // module.groups * math.prod(module.kernel_size))
+
+        layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))]
+        handles = [m.register_forward_hook(hook) for m in layers]
+        training = model.training
+        model.eval()
+        try:
+            with torch.inference_mode():
+                model(torch.zeros((1, *spec.sample_shape(self.layout(spec))), device=device_of(model)))
+        finally:
+            model.train(training)
+            for h in handles:
+                h.remove()
+        return int(sum(macs))
+
+    def export_onnx(self, model, path: Path, spec: InputSpec):
+        """The dynamo exporter with a batch-2 example (a batch-1 example specializes the batch dimension to 1)."""
+        import onnx
+
+        from compression_pipeline.onnx_tools import IR_VERSION
+
+        logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+        layout = self.layout(spec)
+        example = torch.zeros((2, *spec.sample_shape(layout)), device=device_of(model))
+        training = model.training
+        model.eval()
+        try:
+            program = torch.onnx.export(model, (example,), input_names=["input"], output_names=["logits"],
+                                        dynamic_shapes=({0: torch.export.Dim("batch")},), external_data=False,
+                                        verbose=False)
+        finally:
+            model.train(training)
+        proto = program.model_proto
+        proto.ir_version = min(proto.ir_version, IR_VERSION)
+        onnx.checker.check_model(proto)
+        onnx.save(proto, str(path))
+        return layout
