@@ -48,12 +48,12 @@ def encode(state: dict[str, np.ndarray], clustered: dict[str, int], meta: dict |
         return start, len(blob)
 
     for name, arr in state.items():
-        arr = np.ascontiguousarray(arr, dtype=np.float32)
-        entry = {"name": name, "shape": list(arr.shape)}
         bits = clustered.get(name)
-        if bits is None:
-            entry["encoding"] = "raw"
-            entry["data"] = add(arr.tobytes())
+        arr = np.asarray(arr, dtype=np.float32 if bits else None)  # (not ascontiguousarray: it makes 0-d 1-d)
+        entry = {"name": name, "shape": list(arr.shape)}
+        if bits is None:  # kept as it is, in its own dtype (an int64 step counter stays one)
+            little = arr.astype(arr.dtype.newbyteorder("<"))
+            entry.update(encoding="raw", dtype=arr.dtype.str, data=add(little.tobytes()))
         else:
             flat = arr.reshape(-1)
             nonzero = flat != 0
@@ -75,7 +75,8 @@ def encode(state: dict[str, np.ndarray], clustered: dict[str, int], meta: dict |
 
 
 def decode(blob: bytes) -> tuple[dict[str, np.ndarray], dict]:
-    """Rebuild the dense float32 state dict and the metadata; raise CompactFormatError on anything wrong."""
+    """Rebuild the dense state dict (shared tensors float32, the others in their own dtypes) and the metadata;
+    raise CompactFormatError on anything wrong."""
     if not blob.startswith(MAGIC) or len(blob) < len(MAGIC) + 4:
         raise CompactFormatError("not a compact model file (bad magic number)")
     (hlen,) = struct.unpack_from("<I", blob, len(MAGIC))
@@ -91,8 +92,9 @@ def decode(blob: bytes) -> tuple[dict[str, np.ndarray], dict]:
     state = {}
     for e in header["tensors"]:
         shape, n = tuple(e["shape"]), int(np.prod(e["shape"], dtype=np.int64))
-        if e["encoding"] == "raw":
-            arr = np.frombuffer(get(e["data"]), np.float32).copy()
+        if e["encoding"] == "raw":  # files written before dtypes were kept hold float32
+            dtype = np.dtype(e.get("dtype", "<f4")).newbyteorder("<")
+            arr = np.frombuffer(get(e["data"]), dtype).astype(dtype.newbyteorder("="), copy=True)
         else:
             codebook = np.frombuffer(get(e["codebook"]), np.float32)
             values = codebook[_unpack_indices(get(e["indices"]), e["bits"], e["count"])]

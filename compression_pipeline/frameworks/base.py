@@ -76,6 +76,17 @@ class Framework(ABC):
     def predict(self, model, X: np.ndarray, spec: InputSpec, batch_size: int = 256) -> np.ndarray:
         """Logits (n, classes) float32 for samples ``X`` in the stored layout, in inference mode."""
 
+    # --- weights --------------------------------------------------------------------------------------------------
+    @abstractmethod
+    def kernels(self, model) -> dict[str, np.ndarray]:
+        """Copies of the kernels of every convolution and dense layer (tensors of 2+ dimensions), by name (PyTorch
+        ``<module path>.weight``, Keras ``<layer>/<variable>``), in the framework's own layout: what unstructured
+        pruning ranks. ``set_kernels`` writes such arrays back."""
+
+    @abstractmethod
+    def set_kernels(self, model, kernels: dict[str, np.ndarray]) -> None:
+        """Write ``kernels`` (a subset of ``kernels(model)``'s names, same shapes) into the model."""
+
     # --- facts and exports ----------------------------------------------------------------------------------------
     @abstractmethod
     def count_params(self, model) -> tuple[int, int]:

@@ -114,6 +114,18 @@ class PyTorch(Framework):
                 out.append(model(torch.from_numpy(_feed(X[i: i + batch_size], spec)).to(device)).float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, spec.num_classes), np.float32)
 
+    def kernels(self, model) -> dict[str, np.ndarray]:
+        return {name: p.detach().cpu().numpy().copy() for name, p in _kernels(model).items()}
+
+    def set_kernels(self, model, kernels: dict[str, np.ndarray]) -> None:
+        params = _kernels(model)
+        unknown = sorted(set(kernels) - set(params))
+        if unknown:
+            raise KeyError(f"no convolution or dense kernels named {unknown} in the model")
+        with torch.no_grad():
+            for name, value in kernels.items():
+                params[name].copy_(torch.as_tensor(value, dtype=params[name].dtype))
+
     def count_params(self, model) -> tuple[int, int]:
         total = nonzero = 0
         for p in model.parameters():
@@ -168,3 +180,9 @@ class PyTorch(Framework):
         onnx.checker.check_model(proto)
         onnx.save(proto, str(path))
         return layout
+
+
+def _kernels(model) -> dict[str, nn.Parameter]:
+    """The weights of every convolution and dense layer, by parameter name (``<module path>.weight``)."""
+    return {f"{name}.weight" if name else "weight": m.weight for name, m in model.named_modules()
+            if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)) and m.weight is not None}

@@ -76,15 +76,20 @@ def edits_of(model: nn.Module) -> dict:
     return {"replaced": replaced, "attributes": attributes}
 
 
+def metadata(model: nn.Module) -> dict[str, str]:
+    """What rebuilds ``model`` besides its tensors (strings, as safetensors metadata holds them)."""
+    source, spec = origin(model)
+    return {"format": FORMAT, "source": source.model_dump_json(), "spec": spec.model_dump_json(),
+            "edits": json.dumps(edits_of(model))}
+
+
 def save(model: nn.Module, path: Path) -> None:
     from safetensors.torch import save_file
 
-    source, spec = origin(model)
-    edits = edits_of(model)
+    meta = metadata(model)
     # Copies: tied (shared) tensors would be refused by save_file, and nothing of the live model is handed out.
     state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(path), metadata={"format": FORMAT, "source": source.model_dump_json(),
-                                          "spec": spec.model_dump_json(), "edits": json.dumps(edits)})
+    save_file(state, str(path), metadata=meta)
 
 
 def _as_stored(value, current):
@@ -137,6 +142,12 @@ def load(path: Path) -> nn.Module:
     except (SafetensorError, OSError) as e:  # a pickle (torch.save) in its place, a truncated file: never unpickled
         raise ArtifactError(f"{path} is not a readable safetensors model file ({e}); model files are never "
                             f"unpickled") from None
+    return rebuild(meta, state, path)
+
+
+def rebuild(meta: dict[str, str], state: dict, path) -> nn.Module:
+    """The module ``metadata`` described, with the tensors of ``state`` (a safetensors file's, or the compact
+    format's); ``path`` names where they came from in errors."""
     if meta.get("format") != FORMAT:
         raise ArtifactError(f"{path} is a safetensors file without this project's model metadata (format {FORMAT!r}, "
                             f"source, spec, edits): its tensors alone cannot rebuild a model")

@@ -13,7 +13,8 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from compression_pipeline.methods.registry import MethodConfig, TorchContext, register
+from compression_pipeline.methods.finetune import select
+from compression_pipeline.methods.registry import Context, MethodConfig, register
 
 
 class ShareWeights(MethodConfig):
@@ -22,6 +23,8 @@ class ShareWeights(MethodConfig):
     finetune_epochs: int = Field(0, ge=0, description="epochs of centroid-only fine-tuning")
     finetune_lr: float = Field(1e-3, gt=0)
     max_iter: int = Field(30, ge=1, description="k-means iterations")
+    layers: list[str] | None = Field(None, min_length=1, description="patterns of module names whose weights are "
+                                     "shared, e.g. ['layer*', 'fc']; every convolution and dense layer if unset")
 
 
 SHARE_NOTE = ("storage result: the dense ONNX file still holds float32 weights; the compact format (codebooks + packed "
@@ -29,14 +32,14 @@ SHARE_NOTE = ("storage result: the dense ONNX file still holds float32 weights; 
 
 
 @register("share_weights", ShareWeights, "per-layer k-means weight sharing (Deep Compression)")("torch")
-def share_weights(module, spec, config: ShareWeights, ctx: TorchContext):
-    clusters = cluster(module, config)
+def share_weights(module, config: ShareWeights, ctx: Context):
+    layers = shared_layers(module, config.layers)
+    clusters = cluster(layers, config)
     if config.finetune_epochs:
-        finetune_centroids(module, clusters, ctx.splits, ctx.image_shape, config.finetune_epochs, config.finetune_lr,
-                           ctx.seed)
-    distinct = {name: len(np.unique(layer.weight.detach().cpu().numpy()))
-                for name, layer in shared_layers(module).items()}
-    return module, spec, {"shared_bits": config.bits, "distinct_values": distinct, "note": SHARE_NOTE}
+        finetune_centroids(module, layers, clusters, ctx, config.finetune_epochs, config.finetune_lr)
+    distinct = {name: len(np.unique(layer.weight.detach().cpu().numpy())) for name, layer in layers.items()}
+    return module, {"shared_bits": config.bits, "shared_tensors": sorted(layers), "distinct_values": distinct,
+                    "note": SHARE_NOTE}
 
 
 def _kmeans_1d(values: np.ndarray, k: int, init: str, max_iter: int) -> tuple[np.ndarray, np.ndarray]:
@@ -51,17 +54,22 @@ def _kmeans_1d(values: np.ndarray, k: int, init: str, max_iter: int) -> tuple[np
     return km.cluster_centers_.reshape(-1).astype(np.float32), km.labels_.astype(np.int64)
 
 
-def shared_layers(module) -> dict[str, object]:
-    """The weight tensors that are shared: every Conv2d and Linear weight (biases stay float)."""
-    return {f"{name}.weight": m for name, m in module.named_modules() if type(m).__name__ in ("Conv2d", "Linear")}
+def shared_layers(module, patterns: list[str] | None = None) -> dict[str, object]:
+    """The layers whose weights are shared, by weight name (``<module>.weight``): every convolution and dense layer
+    (or those ``patterns`` select); biases and normalization stay float."""
+    from torch import nn
+
+    layers = {n: m for n, m in module.named_modules()
+              if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)) and m.weight is not None}
+    return {f"{n}.weight": layers[n] for n in select(list(layers), patterns, "share_weights", "modules")}
 
 
-def cluster(module, config: ShareWeights) -> dict[str, tuple]:
+def cluster(layers: dict[str, object], config: ShareWeights) -> dict[str, tuple]:
     """Replace each shared weight with its centroids; returns {tensor name: (centroids, labels, nonzero mask)}."""
     import torch
 
     out = {}
-    for name, layer in shared_layers(module).items():
+    for name, layer in layers.items():
         w = layer.weight.detach().cpu().numpy().reshape(-1)
         mask = w != 0
         k = 2 ** config.bits - (0 if mask.all() else 1)  # a pruned layer spends one of its 2^b values on zero
@@ -74,14 +82,14 @@ def cluster(module, config: ShareWeights) -> dict[str, tuple]:
     return out
 
 
-def finetune_centroids(module, clusters: dict[str, tuple], splits: dict, image_shape, epochs: int, lr: float,
-                       seed: int = 0, batch_size: int = 64) -> None:
+def finetune_centroids(module, layers: dict[str, object], clusters: dict[str, tuple], ctx: Context, epochs: int,
+                       lr: float, batch_size: int = 64) -> None:
     """Train only the centroids: weight = centroids[labels] at the nonzero positions, zero elsewhere."""
     import torch
     import torch.nn.functional as F
     from torch.nn.utils import parametrize
 
-    from compression_pipeline.data import as_images
+    from compression_pipeline.data.batches import feed
 
     class Shared(torch.nn.Module):
         def __init__(self, centroids, labels, mask, shape):
@@ -95,14 +103,14 @@ def finetune_centroids(module, clusters: dict[str, tuple], splits: dict, image_s
             flat = torch.zeros(self.numel, dtype=self.centroids.dtype, device=self.centroids.device)
             return flat.index_put((self.positions,), self.centroids[self.labels]).reshape(self.shape)
 
-    layers = shared_layers(module)
+    seed, splits = ctx.seed, ctx.splits
     for name, (c, lab, mask) in clusters.items():
         layer = layers[name]
         parametrize.register_parametrization(layer, "weight", Shared(c, lab, mask, layer.weight.shape), unsafe=True)
     params = [p for n, p in module.named_parameters() if n.endswith(("centroids", "bias"))]
     torch.manual_seed(seed)
     opt = torch.optim.Adam(params, lr=lr)
-    X = torch.from_numpy(as_images(splits["X_train"], image_shape))
+    X = torch.from_numpy(feed(splits["X_train"], ctx.spec, ctx.framework.layout(ctx.spec)))
     y = torch.from_numpy(splits["y_train"]).long()
     gen = torch.Generator().manual_seed(seed)
     module.train()
@@ -119,22 +127,23 @@ def finetune_centroids(module, clusters: dict[str, tuple], splits: dict, image_s
         parametrize.remove_parametrizations(layers[name], "weight", leave_parametrized=True)
 
 
-def compact_bytes(module, spec, bits: int) -> bytes:
-    """The model in the compact format (codebooks + packed indices + sparse bitmaps, zlib-coded)."""
+def compact_bytes(module, bits: int | None = None, tensors: list[str] = ()) -> bytes:
+    """The model in the compact format (codebooks + packed indices + sparse bitmaps, zlib-coded): the ``tensors``
+    that ``share_weights`` shared at ``bits`` as indices, every other tensor raw, plus what rebuilds the module
+    (frameworks/pytorch_io). Any model: one nothing was shared in is stored raw."""
     from compression_pipeline import compact
+    from compression_pipeline.frameworks import pytorch_io
 
     state = {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}
-    return compact.encode(state, {name: bits for name in shared_layers(module)}, {"spec": spec.model_dump(mode="json")})
+    return compact.encode(state, {name: bits for name in tensors} if bits else {}, pytorch_io.metadata(module))
 
 
 def load_compact(blob: bytes):
-    """Rebuild the dense module from compact bytes: (module, spec). Raises CompactFormatError when corrupt."""
+    """Rebuild the dense module from compact bytes. Raises CompactFormatError when corrupt."""
     import torch
 
-    from compression_pipeline import compact, zoo
+    from compression_pipeline import compact
+    from compression_pipeline.frameworks import pytorch_io
 
     state, meta = compact.decode(blob)
-    spec = zoo.CNNSpec.model_validate(meta["spec"])
-    module = zoo.build_torch(spec)
-    module.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
-    return module.eval(), spec
+    return pytorch_io.rebuild(meta, {k: torch.from_numpy(v) for k, v in state.items()}, "compact model")
