@@ -42,7 +42,8 @@ def print_speedups(models: list[dict]) -> None:
         out = []
         for c in cells:
             r = rows.get(c)
-            out.append("-" if r is None else f"{r.get('speedup_vs_baseline', float('nan')):.2f}x ({r['p50_ms']:.3f} ms)")
+            out.append("-" if r is None else
+                       f"{r.get('speedup_vs_baseline', float('nan')):.2f}x ({r['p50_ms']:.3f} ms)")
         print(f"  {m['framework'] + '_' + m['name']:<24}" + "".join(f"{v:>22}" for v in out))
 
 
@@ -105,8 +106,7 @@ def fresh(recipe, workdir: Path, epochs: int, threads: int, protocol: B.Protocol
     from compression_pipeline.report import _add_ratios
 
     ds = recipe.dataset
-    X, y, _ = data.load_raw(ds, ".")
-    parts = data.preprocess(X, y, ds)
+    parts, _spec = data.preprocess(data.load_raw(ds, "."), ds)
     spec = zoo.cnn_spec(recipe.baseline.width, ds.image_shape, len(ds.classes))
     module = zoo.build_torch(spec, seed=ds.seed)
     train.set_threads(threads)

@@ -25,7 +25,7 @@ from compression_pipeline.definitions import build_definitions
 from compression_pipeline.orchestration.lineage import lineage, render
 from compression_pipeline.settings import PROJECT_ROOT, Settings
 
-from conftest import TINY, digits_npz, write_recipe
+from conftest import NPZ_DIGITS, TINY, digits_npz, write_recipe
 
 NIGHT = dt.datetime(2026, 1, 2, 2, 0, tzinfo=dt.UTC)
 FAMILY = {"tiny/raw_dataset", "tiny/splits", "tiny/torch_baseline", "tiny/torch_baseline_onnx", "tiny/torch_int8",
@@ -56,7 +56,7 @@ def nightly(tmp_path_factory):
     for p in (settings.recipes_dir, settings.data_root, settings.artifact_root, base / "home"):
         p.mkdir()
     recipe = copy.deepcopy(TINY)
-    recipe["dataset"] = {"source": "npz", "path": "digits.npz"}
+    recipe["dataset"] = dict(NPZ_DIGITS)
     write_recipe(settings, recipe)
     digits_npz(settings.data_root / "digits.npz")
     (base / "home" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
@@ -219,7 +219,7 @@ def test_a_failed_blocking_check_requests_nothing_downstream(family):
 
 # --- lineage -----------------------------------------------------------------------------------------------
 def test_every_model_materialization_names_parent_dataset_version_and_recipe_entry(family):
-    settings, _recipe_path, _, instance = family
+    _settings, _recipe_path, _, instance = family
     splits = instance.get_latest_materialization_event(dg.AssetKey(["tiny", "splits"]))
     splits_version = splits.asset_materialization.tags["dagster/data_version"]
     expected = {"torch_baseline": ("tiny/splits", "baseline"),
@@ -276,7 +276,8 @@ def test_lineage_command_prints_the_chain_from_the_instance(family, nightly):
            "COMPRESSION_PIPELINE_DATA": str(settings.data_root),
            "COMPRESSION_PIPELINE_ARTIFACTS": str(settings.artifact_root)}
     cmd = [sys.executable, "-m", "compression_pipeline", "lineage"]
-    out = subprocess.run([*cmd, "tiny/torch_int8"], env=env, capture_output=True, text=True, cwd=PROJECT_ROOT)
+    out = subprocess.run([*cmd, "tiny/torch_int8"], env=env, capture_output=True, text=True, cwd=PROJECT_ROOT,
+                         check=False)
     assert out.returncode == 0, out.stderr
     text = out.stdout
     assert text.splitlines()[0].startswith("tiny/torch_int8  [models]  current")
@@ -286,5 +287,5 @@ def test_lineage_command_prints_the_chain_from_the_instance(family, nightly):
     as_json = json.loads(subprocess.run([*cmd, "tiny/torch_int8", "--json"], env=env, capture_output=True,
                                         text=True, cwd=PROJECT_ROOT, check=True).stdout)
     assert as_json[0]["metadata"]["recipe_config"]["variants.int8"]["method"] == "quantize_static"
-    bad = subprocess.run([*cmd, "tiny/nope"], env=env, capture_output=True, text=True, cwd=PROJECT_ROOT)
+    bad = subprocess.run([*cmd, "tiny/nope"], env=env, capture_output=True, text=True, cwd=PROJECT_ROOT, check=False)
     assert bad.returncode == 2 and "no asset 'tiny/nope'" in bad.stderr and "tiny/torch_int8" in bad.stderr

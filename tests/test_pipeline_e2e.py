@@ -11,7 +11,7 @@ import yaml
 from compression_pipeline.definitions import build_definitions
 from compression_pipeline.orchestration.resources import HandleIOManager
 
-from conftest import DEFAULT_RECIPE, digits_npz, write_recipe
+from conftest import DEFAULT_RECIPE, NPZ_DIGITS, digits_npz, write_recipe
 
 
 def _run(defs, instance, selection=None):
@@ -70,7 +70,8 @@ def test_default_recipe_end_to_end(roots):
             lo, hi = m["accuracy_drop_ci"]
             assert lo <= m["accuracy_drop"] <= hi and hi - lo >= 2 / 360, m
     # each method's own claim, on the deployed artifact
-    assert models["sparse80"]["nonzero_params"] <= 0.25 * base["params"] and "no dense speedup" in models["sparse80"]["note"]
+    assert models["sparse80"]["nonzero_params"] <= 0.25 * base["params"]
+    assert "no dense speedup" in models["sparse80"]["note"]
     assert models["sparse80"]["gzip_bytes"] <= 0.4 * base["gzip_bytes"]
     assert models["pruned50"]["params"] <= 0.30 * base["params"] and models["pruned50"]["macs_ratio"] <= 0.30
     assert models["pruned50_int8"]["file_bytes"] <= 0.10 * base["file_bytes"]
@@ -96,7 +97,8 @@ def test_default_recipe_end_to_end(roots):
     md = (roots.artifact_root / "digits/report/report.md").read_text()
     assert "| int8 | torch | quantize_static | baseline |" in md
     folder = roots.artifact_root / "digits/report"
-    assert all((folder / f"{p}.png").read_bytes().startswith(b"\x89PNG") for p in ("accuracy_latency", "sizes", "speedup"))
+    assert all((folder / f"{p}.png").read_bytes().startswith(b"\x89PNG")
+               for p in ("accuracy_latency", "sizes", "speedup"))
     assert (folder / "report.html").read_text().count("data:image/png;base64,") == 4  # + frameworks.png
     # Every model on every runtime available here, with the full statistics; fp16 skipped on CPU with a reason.
     assert all({"p50_ms", "p90_ms", "p95_ms", "p99_ms", "mean_ms", "std_ms", "throughput", "load_s", "peak_host_mb"}
@@ -115,7 +117,8 @@ def _check_tensorflow(report, torch_models, tf):
     assert tbase["params"] == base["params"] and tbase["accuracy"] >= 0.95  # the same CNN, same gate
     assert {(b["runtime"], b["batch_size"]) for b in tbase["benchmarks"]} == {
         (rt, bs) for rt in ("onnxruntime", "tensorflow", "tflite") for bs in (1, 32)}
-    assert {b["runtime"] for b in tf["tflite_int8"]["benchmarks"]} == {"tflite"} and tf["tflite_int8"]["format"] == "tflite"
+    assert {b["runtime"] for b in tf["tflite_int8"]["benchmarks"]} == {"tflite"}
+    assert tf["tflite_int8"]["format"] == "tflite"
     assert {b["runtime"] for b in tf["int8"]["benchmarks"]} == {"onnxruntime"}
     assert {b["runtime"] for b in tf["sparse80"]["benchmarks"]} == {"onnxruntime", "tensorflow", "tflite"}
     # each method's claim in Keras too
@@ -131,11 +134,12 @@ def _check_tensorflow(report, torch_models, tf):
     compared = {c["name"]: c for c in report["framework_comparison"]}
     assert set(compared) == set(torch_models) & set(tf)
     rows = {r["framework"]: r for r in compared["int8"]["rows"]}
-    assert rows["tensorflow"]["accuracy"] == tf["int8"]["accuracy"] and rows["torch"]["file_bytes"] == torch_models["int8"]["file_bytes"]
+    assert rows["tensorflow"]["accuracy"] == tf["int8"]["accuracy"]
+    assert rows["torch"]["file_bytes"] == torch_models["int8"]["file_bytes"]
 
 
 def _npz_recipe(roots, tiny_recipe_dict):
-    tiny_recipe_dict["dataset"] = {"source": "npz", "path": "digits.npz"}
+    tiny_recipe_dict["dataset"] = dict(NPZ_DIGITS)
     write_recipe(roots, tiny_recipe_dict)
     return build_definitions(roots)
 
