@@ -58,33 +58,144 @@ class Split(Strict):
     test: float = Field(0.2, gt=0, lt=0.5)
 
 
+class ArrayNames(Strict):
+    """The arrays of an .npz dataset file: samples and labels."""
+
+    x: str = Field("X", min_length=1)
+    y: str = Field("y", min_length=1)
+
+
+class IdxFiles(Strict):
+    """The IDX files of an ``idx`` dataset, inside its folder (gzipped or not): Fashion-MNIST's names by default."""
+
+    train_images: str = "train-images-idx3-ubyte.gz"
+    train_labels: str = "train-labels-idx1-ubyte.gz"
+    test_images: str = "t10k-images-idx3-ubyte.gz"
+    test_labels: str = "t10k-labels-idx1-ubyte.gz"
+
+    _inside_folder = field_validator("*")(classmethod(lambda cls, v: relative_path(v)))
+
+
+class Normalize(Strict):
+    """A declared normalization: what a model is fed is (stored - mean) / std, per channel or feature."""
+
+    mean: list[float] = Field(min_length=1)
+    std: list[float] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _pairs(self):
+        if len(self.mean) != len(self.std):
+            raise ValueError(f"mean has {len(self.mean)} values and std {len(self.std)}: one of each per channel "
+                             f"or feature")
+        if any(s <= 0 for s in self.std):
+            raise ValueError(f"std values must be positive, got {self.std}")
+        return self
+
+
+# A declared normalization is a mapping; a tag picks the branch, so an error names its field rather than the union's.
+NormalizeField = Annotated[Annotated[Literal["none", "train"], Tag("name")] | Annotated[Normalize, Tag("declared")],
+                           Discriminator(lambda v: "name" if isinstance(v, str) else "declared")]
+UNION_TAGS = (*SOURCE_TAGS, "name", "declared")  # left out of an error's location: the user wrote no such field
+
+DIGITS_SHAPE = (8, 8)
+# The fields each source takes besides the ones every source takes; a field of another source is refused.
+SOURCE_FIELDS = {
+    "sklearn_digits": {"image_shape"},
+    "npz": {"path", "arrays", "layout", "image_shape", "value_range"},
+    "image_folder": {"path", "image_size", "color"},
+    "idx": {"path", "files"},
+}
+REQUIRED_FIELDS = {"npz": ("path",), "image_folder": ("path", "image_size"), "idx": ("path",)}
+
+
 class Dataset(Strict):
-    source: Literal["sklearn_digits", "npz"] = "sklearn_digits"
-    path: str | None = None  # for npz: relative to the data root; arrays X (n, h*w or n, h, w) and y (n,)
-    image_shape: tuple[ImageSide, ImageSide] = (8, 8)
-    # The declared label set: the labels gate checks the data against it, and the model has one output per class.
-    classes: list[int] = Field(default_factory=lambda: list(range(10)), min_length=2)
-    value_max: float = Field(16.0, gt=0)  # raw pixel values are scaled by 1/value_max into [0, 1]
+    """Where the data come from and how they are split, scaled and gated.
+
+    Sources: ``sklearn_digits`` (built in: 1797 8x8 images, values 0..16); ``npz`` (one file: arrays ``arrays.x``
+    (n, features), (n, h, w), (n, h, w, c) or (n, c, h, w) and ``arrays.y`` (n,); ``layout`` declared or inferred;
+    flat (n, h*w) images with ``image_shape``); ``image_folder`` (one subfolder of PNG/JPEG images per class, resized
+    to ``image_size`` in ``color``); ``idx`` (MNIST's IDX files in a folder, ``files``; their test split is kept and
+    ``split.val`` is the share of their training rows held out for validation).
+    """
+
+    source: Literal["sklearn_digits", "npz", "image_folder", "idx"] = "sklearn_digits"
+    path: str | None = None  # a file (npz) or folder (image_folder, idx), relative to the data root
+    arrays: ArrayNames = ArrayNames()
+    layout: Literal["NF", "NHW", "NHWC", "NCHW"] | None = None  # None: inferred from the array's shape
+    image_shape: tuple[ImageSide, ImageSide] | None = None  # flat (n, h*w) npz arrays are 1-channel h x w images
+    image_size: tuple[ImageSide, ImageSide] | None = None  # image_folder: every image resized to [height, width]
+    color: Literal["grayscale", "rgb"] = "rgb"
+    files: IdxFiles = IdxFiles()
+    # The label names, in label order (label i is classes[i]): names, or the indices 0..n-1. Absent: the class
+    # folder names, or the label values (which must then be 0..n-1). The labels gate checks the data against them,
+    # and the model has one output per class.
+    classes: list[int | str] | None = Field(None, min_length=2)
+    value_max: float | None = Field(None, gt=0)  # raw values are scaled by 1/value_max (default: 255 for integer
+    # images, 1 for floating-point data and integer features, 16 for sklearn_digits)
+    value_range: tuple[float, float] | None = None  # feature vectors: the range the value gate checks (after scaling)
+    normalize: NormalizeField = "none"  # train: per channel/feature mean and std of train
+    max_rows: int | None = Field(None, ge=1)  # a seeded, stratified subset of this many rows before splitting
+    gate_rows: int = Field(20_000, ge=1)  # the value gates check at most this many rows per split (a seeded sample)
     split: Split = Split()
     seed: int = 0
     min_rows: int = Field(100, ge=1)  # the row-count gate on the training split
     max_class_kl: float = Field(0.05, gt=0)  # the class-balance gate: KL(split || uniform)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _digits_defaults(cls, data):
+        # What the built-in digits are is known without reading them: the old code paths read these fields.
+        if isinstance(data, dict) and data.get("source", "sklearn_digits") == "sklearn_digits":
+            data = {"image_shape": DIGITS_SHAPE, "classes": list(range(10)), "value_max": 16.0, **data}
+        return data
+
     @field_validator("classes")
     @classmethod
-    def _classes_are_output_indices(cls, v):
-        if v != list(range(len(v))):
-            raise ValueError(f"classes are the model's output indices 0..{len(v) - 1}, in order")
+    def _names_or_output_indices(cls, v):
+        if v is None:
+            return v
+        if all(isinstance(c, int) for c in v):
+            if v != list(range(len(v))):
+                raise ValueError(f"classes are the model's output indices 0..{len(v) - 1}, in order (or names)")
+        elif all(isinstance(c, str) for c in v):
+            if any(not c.strip() for c in v) or len(set(v)) != len(v):
+                raise ValueError("class names are non-empty and each appears once")
+        else:
+            raise ValueError("classes are all names (strings) or all output indices 0..n-1, not a mix")
         return v
 
     _path_stays_in_data_root = field_validator("path")(classmethod(lambda cls, v: relative_path(v)))
 
     @model_validator(mode="after")
-    def _path_matches_source(self):
-        if self.source == "npz" and not self.path:
-            raise ValueError("source 'npz' needs a 'path' (relative to the data root)")
-        if self.source == "sklearn_digits" and self.path:
-            raise ValueError("source 'sklearn_digits' takes no 'path'")
+    def _fields_match_source(self):
+        own = SOURCE_FIELDS[self.source]
+        common = set(type(self).model_fields) - set().union(*SOURCE_FIELDS.values())
+        foreign = sorted(self.model_fields_set - own - common)
+        if foreign:
+            raise ValueError(f"{', '.join(repr(f) for f in foreign)} do{'es' if len(foreign) == 1 else ''} not apply "
+                             f"to source {self.source!r}; its own fields: {sorted(own) or 'none'}")
+        for f in REQUIRED_FIELDS.get(self.source, ()):
+            if getattr(self, f) is None:
+                raise ValueError(f"source {self.source!r} needs {f!r}" + (" (relative to the data root)"
+                                                                            if f == "path" else ""))
+        if self.source == "sklearn_digits" and tuple(self.image_shape) != DIGITS_SHAPE:
+            raise ValueError(f"sklearn_digits images are 8x8, got image_shape {list(self.image_shape)}")
+        if self.layout == "NF" and self.image_shape:
+            raise ValueError("layout NF (feature vectors) and image_shape (images) contradict each other: "
+                             "declare one")
+        if self.value_range is not None:
+            if not self.value_range[0] < self.value_range[1]:
+                raise ValueError(f"value_range is [low, high] with low < high, got {list(self.value_range)}")
+            if self.image_shape or self.layout not in (None, "NF"):
+                raise ValueError("value_range applies to feature vectors (layout NF); images are checked "
+                                 "against [0, 1] after scaling by 1/value_max")
+        if self.source == "idx" and "test" in self.split.model_fields_set:
+            raise ValueError("split.test does not apply to source 'idx': its test files are the test split "
+                             "(split.val is the share of its training rows held out for validation)")
+        channels = {"sklearn_digits": 1, "image_folder": 1 if self.color == "grayscale" else 3}.get(self.source)
+        if not isinstance(self.normalize, str) and channels and len(self.normalize.mean) != channels:
+            raise ValueError(f"normalize has {len(self.normalize.mean)} values per statistic, but source "
+                             f"{self.source!r} gives {channels}-channel images: one mean and std per channel")
         return self
 
 
@@ -248,7 +359,7 @@ def _fmt_loc(loc) -> str:
 def _raise_from(path, err: ValidationError, prefix=()):
     e = err.errors()[0]
     # A tagged union (a model source) adds its tag to the location: the user wrote no such field.
-    parts = [p for i, p in enumerate(e["loc"]) if not (p in SOURCE_TAGS and i > 0 and isinstance(e["loc"][i - 1], str))]
+    parts = [p for i, p in enumerate(e["loc"]) if not (p in UNION_TAGS and i > 0 and isinstance(e["loc"][i - 1], str))]
     loc = _fmt_loc(tuple(prefix) + tuple(parts))
     bad = e.get("input")
     # A whole block's problem (a model validator) names its fields itself: the block is not repeated.

@@ -39,10 +39,13 @@ def _splits(store: ArtifactStore, splits: Handle) -> dict[str, np.ndarray]:
 
 # --- data -------------------------------------------------------------------------------------------------------
 def raw_dataset(recipe: Recipe, store: ArtifactStore, data_root: Path) -> Handle:
-    X, y, source = data.load_raw(recipe.dataset, data_root)
-    art = store.write_bytes(f"{recipe.name}/raw_dataset", data.to_npz_bytes({"X": X, "y": y}), "npz", "npz")
-    info = {"source": source, "rows": len(X), "features": int(X.shape[1]),
-            "labels": sorted(int(v) for v in np.unique(y))}
+    raw = data.load_raw(recipe.dataset, data_root)
+    art = store.write_bytes(f"{recipe.name}/raw_dataset", data.to_npz_bytes(raw.arrays()), "npz", "npz")
+    info = {"source": raw.source, "rows": raw.rows, "features": int(np.prod(raw.X.shape[1:])),
+            "labels": sorted(int(v) for v in np.unique(raw.labels())), "kind": raw.kind,
+            "sample_shape": list(raw.X.shape[1:]), "dtype": str(raw.X.dtype), "class_names": list(raw.class_names)}
+    if raw.X_test is not None:  # the source's own test split, kept as the test split
+        info["test_rows"] = len(raw.X_test)
     if recipe.dataset.path:  # the version of the file really read (the observation may be older)
         info["source_sha256"] = data.content_version(data.source_path(recipe.dataset, data_root))
     return Handle(artifact=art, info=info)
@@ -51,22 +54,25 @@ def raw_dataset(recipe: Recipe, store: ArtifactStore, data_root: Path) -> Handle
 def splits(recipe: Recipe, store: ArtifactStore, raw: Handle) -> Handle:
     from compression_pipeline import quality
 
-    arrays = data.read_npz(store.path(raw.artifact, verify=True))
+    ds = recipe.dataset
     source = raw.info.get("source", "dataset")  # the file the rows came from: every error and gate names it
-    parts = data.preprocess(arrays["X"], arrays["y"], recipe.dataset, source)
+    raw_data = data.RawData.from_arrays(data.read_npz(store.path(raw.artifact, verify=True)), source)
+    parts, spec = data.preprocess(raw_data, ds)
     art = store.write_bytes(f"{recipe.name}/splits", data.to_npz_bytes(parts), "npz", "npz")
-    outcomes = quality.validate_splits(parts, recipe.dataset.classes, recipe.dataset.min_rows,
-                                       recipe.dataset.max_class_kl)
+    outcomes = quality.validate_splits(parts, spec, ds.min_rows, ds.max_class_kl, ds.gate_rows, ds.seed,
+                                       ds.value_range)
     gates = [G.Gate(g, o.passed, f"{source}: {len(o.expectations)} expectations, {len(o.failed)} failed"
+                    + "".join(f"; {n}" for n in o.notes)
                     + ("" if o.passed else ": " + "; ".join(f"{e['expectation']} on {e['table']}"
                                                            + (f" ({e['unexpected_count']} bad values)"
                                                               if "unexpected_count" in e else "")
                                                            for e in o.failed[:3])),
                     {"dataset": source, "expectations": o.expectations, "failed": len(o.failed),
-                     "unexpected_count": sum(e.get("unexpected_count", 0) for e in o.failed)})
+                     "unexpected_count": sum(e.get("unexpected_count", 0) for e in o.failed),
+                     **({"checked": "; ".join(o.notes)} if o.notes else {})})
              for g, o in outcomes.items()]
     counts = {s: len(parts[f"y_{s}"]) for s in data.SPLITS}
-    return _gated(Handle(artifact=art, info={"rows": counts}), gates)
+    return _gated(Handle(artifact=art, info={"rows": counts, "input_spec": spec.model_dump(mode="json")}), gates)
 
 
 # --- models -----------------------------------------------------------------------------------------------------

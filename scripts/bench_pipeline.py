@@ -111,8 +111,7 @@ def fresh(recipe, workdir: Path, epochs: int, threads: int, protocol: B.Protocol
     from compression_pipeline.runtimes import onnxruntime as ort_runtime
 
     ds = recipe.dataset
-    X, y, _ = data.load_raw(ds, ".")
-    parts = data.preprocess(X, y, ds)
+    parts, _spec = data.preprocess(data.load_raw(ds, "."), ds)
     spec = zoo.cnn_spec(recipe.baseline.width, ds.image_shape, len(ds.classes))
     module = zoo.build_torch(spec, seed=ds.seed)
     train.set_threads(threads)

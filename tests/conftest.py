@@ -24,6 +24,11 @@ TINY = {
 }
 
 
+# The digits written by ``digits_npz`` as a recipe's dataset: flat (n, 64) float rows of 8x8 images, values 0..16,
+# labels 0..9 (declared, so a label outside them is a gate failure rather than a load error).
+NPZ_DIGITS = {"source": "npz", "path": "digits.npz", "image_shape": [8, 8], "value_max": 16, "classes": list(range(10))}
+
+
 @pytest.fixture
 def tiny_recipe_dict():
     return copy.deepcopy(TINY)
@@ -62,8 +67,7 @@ def digits_splits():
     from compression_pipeline.recipe import Dataset
 
     ds = Dataset()
-    X, y, _ = data.load_raw(ds, ".")
-    return data.preprocess(X, y, ds)
+    return data.preprocess(data.load_raw(ds, "."), ds)[0]
 
 
 @pytest.fixture(scope="session")

@@ -25,7 +25,7 @@ from compression_pipeline.definitions import build_definitions
 from compression_pipeline.orchestration.lineage import lineage, render
 from compression_pipeline.settings import PROJECT_ROOT, Settings
 
-from conftest import TINY, digits_npz, write_recipe
+from conftest import NPZ_DIGITS, TINY, digits_npz, write_recipe
 
 NIGHT = dt.datetime(2026, 1, 2, 2, 0, tzinfo=dt.UTC)
 FAMILY = {"tiny/raw_dataset", "tiny/splits", "tiny/torch_baseline", "tiny/torch_baseline_onnx", "tiny/torch_int8",
@@ -56,7 +56,7 @@ def nightly(tmp_path_factory):
     for p in (settings.recipes_dir, settings.data_root, settings.artifact_root, base / "home"):
         p.mkdir()
     recipe = copy.deepcopy(TINY)
-    recipe["dataset"] = {"source": "npz", "path": "digits.npz"}
+    recipe["dataset"] = dict(NPZ_DIGITS)
     write_recipe(settings, recipe)
     digits_npz(settings.data_root / "digits.npz")
     (base / "home" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")

@@ -22,7 +22,7 @@ from compression_pipeline.definitions import build_definitions
 from compression_pipeline.methods.registry import METHODS, MethodConfig, register
 from compression_pipeline.settings import Settings
 
-from conftest import TINY, digits_npz, write_recipe
+from conftest import NPZ_DIGITS, TINY, digits_npz, write_recipe
 
 FAMILY = "tiny"
 DATA_ASSETS = {"tiny/raw_dataset", "tiny/splits"}
@@ -44,7 +44,7 @@ class Family:
 
 def _recipe(**variants):
     r = copy.deepcopy(TINY)
-    r["dataset"] = {"source": "npz", "path": "digits.npz"}
+    r["dataset"] = dict(NPZ_DIGITS)
     r["variants"].update(variants)
     return r
 

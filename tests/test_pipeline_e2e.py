@@ -11,7 +11,7 @@ import yaml
 from compression_pipeline.definitions import build_definitions
 from compression_pipeline.orchestration.resources import HandleIOManager
 
-from conftest import DEFAULT_RECIPE, digits_npz, write_recipe
+from conftest import DEFAULT_RECIPE, NPZ_DIGITS, digits_npz, write_recipe
 
 
 def _run(defs, instance, selection=None):
@@ -139,7 +139,7 @@ def _check_tensorflow(report, torch_models, tf):
 
 
 def _npz_recipe(roots, tiny_recipe_dict):
-    tiny_recipe_dict["dataset"] = {"source": "npz", "path": "digits.npz"}
+    tiny_recipe_dict["dataset"] = dict(NPZ_DIGITS)
     write_recipe(roots, tiny_recipe_dict)
     return build_definitions(roots)
 

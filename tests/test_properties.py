@@ -154,15 +154,23 @@ _VALID = None
 
 
 def _load(path, root):
-    try:
-        X, y, src = data.load_raw(Dataset(source="npz", path=path.name), root)
-    except DatasetError as e:
-        assert e.source == str(path) and e.problem
-        return None
-    # Whatever loads is what the rest of the pipeline expects.
-    assert X.dtype == np.float64 and X.ndim == 2 and X.shape[1] == 64 and len(X) > 0
-    assert y.dtype == np.int64 and y.shape == (len(X),) and src == str(path)
-    return X, y
+    """Load the file as vectors (layout inferred) and as 8x8 images (image_shape declared): each either loads into
+    what the rest of the pipeline expects, or raises a DatasetError naming the file."""
+    out = None
+    for ds in (Dataset(source="npz", path=path.name), Dataset(source="npz", path=path.name, image_shape=(8, 8))):
+        try:
+            raw = data.load_raw(ds, root)
+            parts, spec = data.preprocess(raw, ds)
+        except DatasetError as e:
+            assert e.source == str(path) and e.problem
+            continue
+        assert raw.X.dtype.kind in "iuf" and raw.X.ndim in (2, 4) and len(raw.X) > 0 and min(raw.X.shape) > 0
+        assert raw.X.shape[1:] == ((1, 8, 8) if ds.image_shape else raw.X.shape[1:])
+        assert raw.y.dtype == np.int64 and raw.y.shape == (len(raw.X),) and raw.source == str(path)
+        assert spec.shape == raw.X.shape[1:] and spec.num_classes >= 2
+        assert all(parts[f"X_{s}"].dtype == np.float32 and len(parts[f"X_{s}"]) > 0 for s in data.SPLITS)
+        out = raw
+    return out
 
 
 @settings(max_examples=DATASET_BYTES, **SETTINGS)

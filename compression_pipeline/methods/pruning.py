@@ -75,7 +75,8 @@ def classifier(model, num_classes: int):
 
     found = None
     for name, m in model.named_modules():
-        if isinstance(m, nn.Linear) and m.out_features == num_classes or isinstance(m, nn.Conv2d) and m.out_channels == num_classes:
+        outputs = m.out_features if isinstance(m, nn.Linear) else m.out_channels if isinstance(m, nn.Conv2d) else None
+        if outputs == num_classes:
             found = (name, m)
     if found is None:
         raise ValueError(f"prune_structured: no Linear or Conv2d layer with {num_classes} outputs (the classes): "
