@@ -1,34 +1,16 @@
-"""ONNX: export from PyTorch, ONNX Runtime sessions on the best device that really loads, predictions, parity."""
+"""ONNX: graph fixes for exports, ONNX Runtime sessions on the best device that really loads, a model's input layout,
+predictions and parameter counts."""
 
 from __future__ import annotations
 
 import ctypes
-import logging
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
-from compression_pipeline.data import as_images
-
 # onnxruntime-gpu 1.31 reads IR version <= 13 (onnx 1.23 writes 14 by default); 10 is read by every current ORT.
 IR_VERSION = 10
-
-
-def export_torch(module, spec, path: Path) -> None:
-    """Export with the dynamo exporter, a dynamic batch dimension, weights inside the one file."""
-    import onnx
-    import torch
-
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    module = module.eval()
-    example = torch.zeros((2, *spec.in_shape), dtype=torch.float32)
-    program = torch.onnx.export(module, (example,), input_names=["input"], output_names=["logits"],
-                                dynamic_shapes=({0: torch.export.Dim("batch")},), external_data=False, verbose=False)
-    model = program.model_proto
-    model.ir_version = min(model.ir_version, IR_VERSION)
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
 
 
 def static_flatten(model):
@@ -126,26 +108,42 @@ def session(path: Path | str | bytes, device: str = "cpu", threads: int | None =
     return ort.InferenceSession(model, sess_options=opts, providers=providers_for(device))
 
 
-def feed_layout(dims, image_shape) -> tuple[int, ...]:
-    """The per-sample shape a model's input expects: (1, h, w) for PyTorch exports (NCHW), (h, w, 1) for Keras
-    exports (NHWC). Read from the graph's input dims, so every caller feeds each model the way it was built."""
-    h, w = image_shape
-    return (h, w, 1) if list(dims[1:]) == [h, w, 1] else (1, h, w)
-
-
-def input_layout(path: Path, image_shape) -> tuple[int, ...]:
-    """``feed_layout`` of an ONNX file's first input, read from the graph without loading its weights."""
+def input_dims(path: Path) -> list[int | str | None]:
+    """The first input's dimensions as the graph declares them (an int, a symbolic name, or None), read without
+    loading the weights."""
     import onnx
 
     dims = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
-    return feed_layout([d.dim_value or None for d in dims], image_shape)
+    return [d.dim_value or d.dim_param or None for d in dims]
 
 
-def predict(sess, X: np.ndarray, image_shape, batch_size: int = 256) -> np.ndarray:
-    inp = sess.get_inputs()[0]
-    layout = feed_layout(inp.shape, image_shape)
-    out = [sess.run(None, {inp.name: as_images(X[i: i + batch_size], image_shape).reshape(-1, *layout)})[0]
-           for i in range(0, len(X), batch_size)]
+def infer_layout(path: Path, spec) -> str:
+    """The layout a user's ONNX model takes, read from its input's shape against the data's ``InputSpec``: NF for
+    feature vectors; NCHW or NHWC for images when the dimensions tell them apart. Anything else is an error that
+    says to declare ``input_layout``."""
+    dims = input_dims(path)[1:]
+    fixed = [d if isinstance(d, int) else None for d in dims]
+
+    def fits(layout):
+        want = spec.sample_shape(layout)
+        return len(fixed) == len(want) and all(d is None or d == w for d, w in zip(fixed, want))
+
+    candidates = [lay for lay in (("NF",) if spec.kind == "features" else ("NCHW", "NHWC")) if fits(lay)]
+    if len(candidates) == 1:
+        return candidates[0]
+    shown = "x".join(str(d) for d in dims)
+    if not candidates:
+        raise ValueError(f"{path.name}: its input is (batch, {shown}), which takes none of the data's samples "
+                         f"{spec.sample_shape('NCHW' if spec.kind == 'image' else 'NF')} in NCHW"
+                         + (f" or {spec.sample_shape('NHWC')} in NHWC" if spec.kind == "image" else ""))
+    raise ValueError(f"{path.name}: its input (batch, {shown}) could be NCHW or NHWC: declare "
+                     "'baseline.input_layout'")
+
+
+def predict(sess, X: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Logits of ``X``, samples already in the layout (and normalization) the model takes (``data.feed``)."""
+    name = sess.get_inputs()[0].name
+    out = [sess.run(None, {name: np.ascontiguousarray(X[i: i + batch_size])})[0] for i in range(0, len(X), batch_size)]
     return np.concatenate(out).astype(np.float32)
 
 

@@ -23,7 +23,7 @@ from pydantic import (
 )
 
 from compression_pipeline.errors import RecipeError
-from compression_pipeline.methods.registry import MethodConfig, get_method, methods_for
+from compression_pipeline.methods import MethodConfig, get_method, methods_for
 from compression_pipeline.types import (
     SOURCE_TAGS,
     Framework,
@@ -479,12 +479,20 @@ def _check_graph(recipe: Recipe, path) -> None:
                 others = [f for f in recipe.frameworks_of(vname) if f != fw]
                 limit = (f"; or build this variant in the others only: 'frameworks: [{', '.join(others)}]'"
                          if others else "")
+                why = (" (the baseline is the user's ONNX file: a method that needs the framework's model cannot "
+                       "apply)" if fw == "onnx" else "")
                 raise RecipeError(
                     path, f"variants.{vname}.method",
                     f"{v.method!r} works on {sorted(method.impls)} models, but parent {v.parent!r} is a "
-                    f"{parent_form} model for framework {fw!r}; methods for {parent_form} models: "
+                    f"{parent_form} model for framework {fw!r}{why}; methods for {parent_form} models: "
                     f"{methods_for(parent_form)}{limit}",
                 )
+        student = getattr(v.config, "student", None)
+        if isinstance(student, ImportModel) and recipe.frameworks_of(vname) != [student.framework]:
+            raise RecipeError(path, f"variants.{vname}.student.framework",
+                              f"a {student.framework} student, but the variant is built in "
+                              f"{recipe.frameworks_of(vname)}: a student is trained in its teacher's framework; "
+                              f"add 'frameworks: [{student.framework}]' to the variant")
 
 
 def load_recipe(path: str | Path) -> Recipe:

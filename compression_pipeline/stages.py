@@ -76,44 +76,116 @@ def splits(recipe: Recipe, store: ArtifactStore, raw: Handle) -> Handle:
 
 
 # --- models -----------------------------------------------------------------------------------------------------
-def torch_baseline(recipe: Recipe, store: ArtifactStore, splits_h: Handle, threads: int | None = None,
-                   log=None) -> Handle:
-    from compression_pipeline import train, zoo
+def _spec(handle: Handle):
+    """The family's input specification, as the splits (and every model and export after them) record it."""
+    from compression_pipeline.types import InputSpec
 
-    train.set_threads(threads)
-    parts = _splits(store, splits_h)
-    b, ds = recipe.baseline, recipe.dataset
-    spec = zoo.cnn_spec(b.width, ds.image_shape, len(ds.classes))
-    module = zoo.build_torch(spec, seed=ds.seed)
+    return InputSpec.model_validate(handle.info["input_spec"])
+
+
+def _framework(name: str, threads: int | None):
+    """The adapter of ``name``, with its thread count set for this step (None: one per core)."""
+    from compression_pipeline.frameworks import get
+
+    fw = get(name)
+    fw.set_threads(threads)
+    return fw
+
+
+def baseline(recipe: Recipe, store: ArtifactStore, splits_h: Handle, framework: str, threads: int | None = None,
+             log=None, data_root: Path | None = None) -> Handle:
+    """The recipe's baseline in ``framework``: built from its source (the zoo, or the user's builder and trained
+    weights), trained on the training split unless the recipe says to take it as given, gated on the floor."""
+    from compression_pipeline.frameworks.base import Fit
+
+    fw = _framework(framework, threads)
+    parts, spec, b = _splits(store, splits_h), _spec(splits_h), recipe.baseline
+    model = fw.build(b, spec, seed=recipe.dataset.seed, data_root=data_root)
+    extra = {"method": "train", "parent": None, "source": b.model_dump(mode="json")}
+    if getattr(b, "train", True):
+        t0 = time.perf_counter()
+        extra["history"] = fw.fit(model, parts, spec, Fit(epochs=b.epochs, batch_size=b.batch_size, lr=b.lr,
+                                                          seed=recipe.dataset.seed), log=log)
+        extra["compress_s"] = time.perf_counter() - t0
+    else:
+        extra["method"] = "as given"
+    logits = fw.predict(model, parts["X_test"], spec)
+    return _save_model(recipe, store, "baseline", fw, model, spec, logits, parts["y_test"], None, threads, extra)
+
+
+def variant(recipe: Recipe, store: ArtifactStore, name: str, framework: str, parent: Handle, splits_h: Handle,
+            threads: int | None = None, log=None, data_root: Path | None = None) -> Handle:
+    """A framework-native method (pruning, low rank, distillation, weight sharing) on the parent model, gated on
+    the framework's accuracy against the baseline's."""
+    from compression_pipeline.methods import Context, get_method
+
+    fw = _framework(framework, threads)
+    v, parts, spec = recipe.variants[name], _splits(store, splits_h), _spec(splits_h)
+    impl = get_method(v.method).impls[framework]
+    model = fw.load(store.path(parent.artifact, verify=True))
+    ctx = Context(framework=fw, splits=parts, spec=spec, seed=recipe.dataset.seed, threads=threads,
+                  data_root=data_root, log=log)
     t0 = time.perf_counter()
-    history = train.train(module, parts, ds.image_shape, b.epochs, b.batch_size, b.lr, ds.seed, log=log)
-    train_s = time.perf_counter() - t0
-    logits = train.predict(module, parts["X_test"], ds.image_shape)
-    return _save_torch(recipe, store, "baseline", module, spec, logits, parts["y_test"], None,
-                       {"method": "train", "parent": None, "history": history, "compress_s": train_s})
-
-
-def torch_variant(recipe: Recipe, store: ArtifactStore, name: str, framework: str, parent: Handle, splits_h: Handle,
-                  threads: int | None = None, log=None) -> Handle:
-    """Apply a torch-form method (pruning, low rank, distillation) to the parent model; gate on torch accuracy."""
-    from compression_pipeline import train, zoo
-    from compression_pipeline.methods import TorchContext, get_method
-
-    train.set_threads(threads)
-    variant = recipe.variants[name]
-    impl = get_method(variant.method).impls["torch"]
-    parts = _splits(store, splits_h)
-    module, spec = zoo.load_torch(store.path(parent.artifact, verify=True))
-    ctx = TorchContext(splits=parts, image_shape=recipe.dataset.image_shape, seed=recipe.dataset.seed,
-                       threads=threads, log=log)
-    t0 = time.perf_counter()
-    module, spec, method_info = impl(module, spec, variant.config, ctx)
+    model, method_info = impl(model, v.config, ctx)
     compress_s = time.perf_counter() - t0
-    module.eval()
-    logits = train.predict(module, parts["X_test"], recipe.dataset.image_shape)
-    return _save_torch(recipe, store, name, module, spec, logits, parts["y_test"], baseline_reference(parent),
-                       {**method_info, "method": variant.method, "config": variant.config.model_dump(mode="json"),
-                        "parent": variant.parent, "compress_s": compress_s})
+    logits = fw.predict(model, parts["X_test"], spec)
+    return _save_model(recipe, store, name, fw, model, spec, logits, parts["y_test"], baseline_reference(parent),
+                       threads, {**method_info, "method": v.method, "config": v.config.model_dump(mode="json"),
+                                 "parent": v.parent, "compress_s": compress_s})
+
+
+def onnx_baseline(recipe: Recipe, store: ArtifactStore, splits_h: Handle, data_root: Path,
+                  threads: int | None = None) -> Handle:
+    """The user's ONNX file as the family's baseline: copied into the artifact store as given, its input layout read
+    from its graph (or declared), evaluated with ONNX Runtime and gated on the floor."""
+    from compression_pipeline import environment, onnx_tools
+    from compression_pipeline.errors import ModelError
+    from compression_pipeline.settings import resolve_inside
+
+    b, parts, spec = recipe.baseline, _splits(store, splits_h), _spec(splits_h)
+    try:
+        source = resolve_inside(Path(data_root), b.path)
+    except ValueError as e:
+        raise ModelError(f"baseline.path {b.path!r}: {e}") from None
+    if not source.is_file():
+        raise ModelError(f"baseline.path: {source} is not a file (the user's ONNX model, under the data root)")
+    try:
+        layout = onnx_tools.infer_layout(source, spec) if b.input_layout == "auto" else b.input_layout
+        art = store.write_bytes(f"{recipe.name}/onnx_baseline", source.read_bytes(), "onnx", "onnx", "onnx")
+        facts, logits = _onnx_facts(store, art, parts, spec, layout, _device(recipe), threads)
+    except Exception as e:  # noqa: BLE001 - any ONNX/ORT failure on a user file is reported as that file's problem
+        raise ModelError(f"baseline {source}: not an ONNX model this ONNX Runtime runs on the data "
+                         f"({type(e).__name__}: {e})") from None
+    if logits.ndim != 2 or logits.shape[1] != spec.num_classes:
+        raise ModelError(f"baseline {source}: returns {logits.shape[1:]} per sample; the data has "
+                         f"{spec.num_classes} classes")
+    info = {"name": "baseline", "framework": "onnx", "form": "onnx", "method": "as given", "parent": None,
+            "source": b.model_dump(mode="json"), "input_spec": spec.model_dump(mode="json"), "input_layout": layout,
+            "seed": recipe.dataset.seed, "versions": environment.versions(), **facts}
+    gate = accuracy_gate(recipe, store, f"{recipe.name}/onnx_baseline", "baseline", info, logits, parts["y_test"],
+                         None, "onnxruntime")
+    return _gated(Handle(artifact=art, info=info), [gate])
+
+
+def _save_model(recipe, store, name, fw, model, spec, logits, y, reference, threads, extra) -> Handle:
+    from compression_pipeline import environment
+
+    with store.writing(f"{recipe.name}/{fw.name}_{name}", fw.suffix, fw.suffix, fw.name) as slot:
+        fw.save(model, slot.path)
+    params, nonzero = fw.count_params(model)
+    extra = {**extra, **_compact(recipe, store, name, fw, model, extra)}
+    info = {"name": name, "framework": fw.name, "form": fw.name, "input_spec": spec.model_dump(mode="json"),
+            "params": params, "nonzero_params": nonzero, "macs": fw.count_macs(model, spec),
+            "file_bytes": slot.artifact.bytes, "seed": recipe.dataset.seed, "threads": _threads(threads),
+            "versions": environment.versions(), **extra}
+    gate = accuracy_gate(recipe, store, f"{recipe.name}/{fw.name}_{name}", name, info, logits, y, reference, fw.name)
+    return _gated(Handle(artifact=slot.artifact, info=info), [gate])
+
+
+def _threads(threads: int | None) -> int:
+    from compression_pipeline.benchmark import resolve_threads
+
+    return resolve_threads(threads)
 
 
 def baseline_reference(model: Handle) -> dict:
@@ -169,52 +241,36 @@ def accuracy_gate(recipe: Recipe, store: ArtifactStore, folder: str, name: str, 
     return G.accuracy_drop(paired, tolerance, runtime)
 
 
-def _compact(recipe, store, name, module, spec, bits: int | None) -> dict:
-    """Size of the model in the compact format (for every torch model, so storage claims compare); a weight-shared
+def _compact(recipe, store, name, fw, model, extra) -> dict:
+    """Size of the model in the compact format (every model, so storage claims compare); a weight-shared PyTorch
     model's compact file is also written and checked to rebuild the dense weights bit for bit."""
+    from compression_pipeline import compact
+
+    if fw.name != "torch":
+        state = {w.path: np.asarray(w) for w in model.weights}
+        return {"compact_bytes": len(compact.encode(state, {}))}
     from compression_pipeline.methods import share
 
-    state = {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}
+    bits = extra.get("shared_bits")
+    blob = share.compact_bytes(model, bits, extra.get("shared_tensors", ()))
     if bits is None:
-        return {"compact_bytes": _compact_bytes(state)}
-    blob = share.compact_bytes(module, spec, bits)
-    rebuilt, _ = share.load_compact(blob)
-    if any(not np.array_equal(v, rebuilt.state_dict()[k].numpy()) for k, v in state.items()):
+        return {"compact_bytes": len(blob)}
+    rebuilt = share.load_compact(blob).state_dict()
+    if any(not np.array_equal(v.detach().cpu().numpy(), rebuilt[k].numpy()) for k, v in model.state_dict().items()):
         raise RuntimeError(f"{name}: the compact format did not rebuild the weights exactly")
     art = store.write_bytes(f"{recipe.name}/torch_{name}_compact", blob, "cpz", "compact", "torch")
     return {"compact_bytes": len(blob), "compact_artifact": art.path}
 
 
-def _compact_bytes(state: dict[str, np.ndarray]) -> int:
-    """Size of a model's weights in the compact format (any framework's weights, as arrays by name)."""
-    from compression_pipeline import compact
-
-    return len(compact.encode(state, {}))
-
-
-def _save_torch(recipe, store, name, module, spec, logits, y, reference, extra) -> Handle:
-    from compression_pipeline import environment, zoo
-
-    with store.writing(f"{recipe.name}/torch_{name}", "safetensors", "safetensors", "torch") as slot:
-        zoo.save_torch(module, spec, slot.path)
-    params, nonzero = zoo.count_params(module)
-    extra = {**extra, **_compact(recipe, store, name, module, spec, extra.get("shared_bits"))}
-    info = {"name": name, "framework": "torch", "form": "torch", "spec": spec.model_dump(mode="json"),
-            "params": params, "nonzero_params": nonzero, "macs": zoo.count_macs(spec),
-            "file_bytes": slot.artifact.bytes, "seed": recipe.dataset.seed,
-            "versions": environment.versions(), **extra}
-    gate = accuracy_gate(recipe, store, f"{recipe.name}/torch_{name}", name, info, logits, y, reference, "torch")
-    return _gated(Handle(artifact=slot.artifact, info=info), [gate])
-
-
 # --- exports and ONNX-level variants ----------------------------------------------------------------------------
-def _onnx_facts(store, art, parts, image_shape, device, threads) -> tuple[dict, np.ndarray]:
+def _onnx_facts(store, art, parts, spec, layout, device, threads) -> tuple[dict, np.ndarray]:
     """Facts of an ONNX file and its logits on the test split, run by ONNX Runtime (accuracy: ``accuracy_gate``)."""
     from compression_pipeline import onnx_tools
+    from compression_pipeline.data import feed
 
     path = store.path(art)
     sess = onnx_tools.session(path, device, threads)
-    logits = onnx_tools.predict(sess, parts["X_test"], image_shape)
+    logits = onnx_tools.predict(sess, feed(parts["X_test"], spec, layout))
     params, nonzero = onnx_tools.param_count(path)
     return {"accuracy_provider": sess.get_providers()[0], "params": params, "nonzero_params": nonzero,
             "file_bytes": art.bytes, "gzip_bytes": gzip_bytes(path)}, logits
@@ -224,19 +280,46 @@ def _device(recipe: Recipe) -> str:
     return "cpu" if recipe.benchmark.device == "cpu" else "auto"
 
 
-def export_torch(recipe: Recipe, store: ArtifactStore, model: Handle, splits_h: Handle,
-                 baseline_export: Handle | None = None, threads: int | None = None) -> Handle:
-    from compression_pipeline import onnx_tools, train, zoo
+def export_onnx(recipe: Recipe, store: ArtifactStore, model_h: Handle, splits_h: Handle,
+                baseline_export: Handle | None = None, threads: int | None = None) -> Handle:
+    """The framework model's deployable ONNX export (in its framework's input layout), checked for parity with the
+    model and gated on its ONNX Runtime accuracy."""
+    fw = _framework(model_h.info["framework"], threads)
+    parts, spec = _splits(store, splits_h), _spec(splits_h)
+    model = fw.load(store.path(model_h.artifact, verify=True))
+    with store.writing(f"{recipe.name}/{fw.name}_{model_h.info['name']}_onnx", "onnx", "onnx", fw.name) as slot:
+        layout = fw.export_onnx(model, slot.path, spec)
+    facts, logits = _onnx_facts(store, slot.artifact, parts, spec, layout, _device(recipe), threads)
+    ref = fw.predict(model, parts["X_test"], spec)
+    return export_handle(recipe, store, model_h, slot.artifact, "onnx", {**facts, "input_layout": layout}, logits,
+                         ref, parts["y_test"], baseline_export, "onnxruntime")
 
-    parts = _splits(store, splits_h)
-    module, spec = zoo.load_torch(store.path(model.artifact, verify=True))
-    name = model.info["name"]
-    with store.writing(f"{recipe.name}/torch_{name}_onnx", "onnx", "onnx", "torch") as slot:
-        onnx_tools.export_torch(module, spec, slot.path)
-    facts, logits = _onnx_facts(store, slot.artifact, parts, recipe.dataset.image_shape, _device(recipe), threads)
-    ref = train.predict(module, parts["X_test"], recipe.dataset.image_shape)
-    return export_handle(recipe, store, model, slot.artifact, "onnx", facts, logits, ref, parts["y_test"],
-                         baseline_export, "onnxruntime")
+
+def export_tflite(recipe: Recipe, store: ArtifactStore, model_h: Handle, splits_h: Handle,
+                  baseline_export: Handle | None = None, threads: int | None = None) -> Handle:
+    """A Keras model converted to an fp32 TFLite flatbuffer, run by LiteRT, checked for parity and gated."""
+    from compression_pipeline.frameworks import keras_adapter as K
+
+    fw = _framework("tensorflow", threads)
+    parts, spec = _splits(store, splits_h), _spec(splits_h)
+    model = fw.load(store.path(model_h.artifact, verify=True))
+    with store.writing(f"{recipe.name}/tensorflow_{model_h.info['name']}_tflite", "tflite", "tflite",
+                       "tensorflow") as slot:
+        K.to_tflite(model, slot.path, "fp32")
+    facts, logits = _tflite_facts(store, slot.artifact, parts, spec, threads)
+    facts.update(params=model_h.info["params"], nonzero_params=model_h.info["nonzero_params"])
+    ref = fw.predict(model, parts["X_test"], spec)
+    return export_handle(recipe, store, model_h, slot.artifact, "tflite", facts, logits, ref, parts["y_test"],
+                         baseline_export, "tflite")
+
+
+def _tflite_facts(store, art, parts, spec, threads) -> tuple[dict, np.ndarray]:
+    from compression_pipeline.frameworks import keras_adapter as K
+
+    path = store.path(art)
+    logits = K.predict_tflite(path, parts["X_test"], spec, threads)
+    return {"accuracy_provider": "litert-cpu", "file_bytes": art.bytes, "gzip_bytes": gzip_bytes(path),
+            "input_layout": spec.default_layout("tensorflow")}, logits
 
 
 RUNTIME_NAMES = {"onnxruntime": "ONNX Runtime", "tflite": "LiteRT"}
@@ -272,31 +355,59 @@ _REMEASURED = ("form", "accuracy", "accuracy_runtime", "accuracy_drop", "accurac
 
 def onnx_variant(recipe: Recipe, store: ArtifactStore, name: str, framework: str, parent: Handle, splits_h: Handle,
                  baseline_export: Handle, threads: int | None = None) -> Handle:
-    """Apply an ONNX-level method (e.g. int8 quantization) to the parent's deployable ONNX file."""
+    """Apply an ONNX-level method (e.g. int8 quantization) to the parent's deployable ONNX file, calibrated on
+    training samples in the layout that file takes."""
     from compression_pipeline import environment
+    from compression_pipeline.data import feed
     from compression_pipeline.methods import get_method
 
     variant = recipe.variants[name]
     impl = get_method(variant.method).impls["onnx"]
-    from compression_pipeline import onnx_tools
-
-    parts = _splits(store, splits_h)
+    parts, spec = _splits(store, splits_h), _spec(splits_h)
     source = store.path(parent.artifact, verify=True)
-    # Calibration samples in the layout the graph takes: NCHW for PyTorch exports, NHWC for Keras exports.
-    layout = onnx_tools.input_layout(source, recipe.dataset.image_shape)
-    calib = data.as_images(parts["X_train"], recipe.dataset.image_shape).reshape(-1, *layout)
+    layout = parent.info["input_layout"]
+    calib = feed(parts["X_train"], spec, layout)
     t0 = time.perf_counter()
     with store.writing(f"{recipe.name}/{framework}_{name}", "onnx", "onnx", framework) as slot:
         method_info = impl(source, slot.path, variant.config, calib)
     compress_s = time.perf_counter() - t0
-    facts, logits = _onnx_facts(store, slot.artifact, parts, recipe.dataset.image_shape, _device(recipe), threads)
+    facts, logits = _onnx_facts(store, slot.artifact, parts, spec, layout, _device(recipe), threads)
     # The graph computes what the parent's does (int8 or float16 instead of float32): MACs are the parent's.
     info = {"name": name, "framework": framework, "form": "onnx", "method": variant.method,
             "config": variant.config.model_dump(mode="json"), "parent": variant.parent, "seed": recipe.dataset.seed,
-            "compress_s": compress_s, **method_info, **facts, "macs": parent.info.get("macs"),
+            "compress_s": compress_s, **method_info, **facts, "input_layout": layout,
+            "input_spec": spec.model_dump(mode="json"), "macs": parent.info.get("macs"),
             "versions": environment.versions()}
     gate = accuracy_gate(recipe, store, f"{recipe.name}/{framework}_{name}", name, info, logits, parts["y_test"],
                          export_reference(baseline_export), "onnxruntime")
+    return _gated(Handle(artifact=slot.artifact, info=info), [gate])
+
+
+def tflite_variant(recipe: Recipe, store: ArtifactStore, name: str, parent: Handle, splits_h: Handle,
+                   baseline_export: Handle, threads: int | None = None) -> Handle:
+    """A method that turns the parent Keras model into a TFLite file (post-training quantization); gated on its
+    LiteRT accuracy against the TensorFlow baseline's deployed accuracy."""
+    from compression_pipeline import environment
+    from compression_pipeline.methods import Context, get_method
+
+    fw = _framework("tensorflow", threads)
+    variant, parts, spec = recipe.variants[name], _splits(store, splits_h), _spec(splits_h)
+    impl = get_method(variant.method).impls["tensorflow"]
+    model = fw.load(store.path(parent.artifact, verify=True))
+    t0 = time.perf_counter()
+    with store.writing(f"{recipe.name}/tensorflow_{name}", "tflite", "tflite", "tensorflow") as slot:
+        method_info = impl(model, slot.path, variant.config, Context(framework=fw, splits=parts, spec=spec,
+                                                                      seed=recipe.dataset.seed, threads=threads))
+    compress_s = time.perf_counter() - t0
+    facts, logits = _tflite_facts(store, slot.artifact, parts, spec, threads)
+    # Quantization keeps every weight: the parameter counts and MACs are the parent's.
+    info = {"name": name, "framework": "tensorflow", "form": "tflite", "method": variant.method,
+            "config": variant.config.model_dump(mode="json"), "parent": variant.parent, "seed": recipe.dataset.seed,
+            "compress_s": compress_s, **method_info, **facts, "input_spec": spec.model_dump(mode="json"),
+            "params": parent.info["params"], "nonzero_params": parent.info["nonzero_params"],
+            "macs": parent.info.get("macs"), "versions": environment.versions()}
+    gate = accuracy_gate(recipe, store, f"{recipe.name}/tensorflow_{name}", name, info, logits, parts["y_test"],
+                         export_reference(baseline_export), "tflite")
     return _gated(Handle(artifact=slot.artifact, info=info), [gate])
 
 
@@ -304,8 +415,9 @@ def onnx_variant(recipe: Recipe, store: ArtifactStore, name: str, framework: str
 def benchmark(recipe: Recipe, store: ArtifactStore, deployable: Handle, model: Handle | None = None,
               tflite: Handle | None = None) -> Handle:
     """The model on every listed runtime that can run it, with one protocol: ``deployable`` (its ONNX file, or the
-    TFLite file of a TFLite variant) on ONNX Runtime or LiteRT; ``model`` (the framework-native model, if any) on
-    PyTorch eager or a compiled tf.function; ``tflite`` (a Keras model's TFLite export) on LiteRT."""
+    TFLite file of a TFLite variant) on ONNX Runtime or LiteRT, in the layout it records; ``model`` (the
+    framework-native model, if any) on PyTorch eager or a compiled tf.function; ``tflite`` (a Keras model's TFLite
+    export) on LiteRT."""
     from compression_pipeline import benchmark as B
     from compression_pipeline import environment
     from compression_pipeline.runtimes import litert
@@ -313,22 +425,21 @@ def benchmark(recipe: Recipe, store: ArtifactStore, deployable: Handle, model: H
 
     bm = recipe.benchmark
     protocol = B.Protocol(bm.warmup_runs, bm.warmup_s, bm.min_runs, bm.min_time_s)
-    spec = input_spec(recipe)
+    spec = _spec(deployable)
     fmt = deployable.artifact.format
     openers = {}  # runtime -> a function that opens the model's session on it
-    if fmt == "onnx":  # a PyTorch export takes NCHW, a Keras export NHWC: the framework's layout
-        openers["onnxruntime"] = lambda: ort_runtime.open(
-            store.path(deployable.artifact, verify=True), spec, spec.default_layout(deployable.info["framework"]),
-            bm.device, bm.threads)
+    if fmt == "onnx":
+        openers["onnxruntime"] = lambda: ort_runtime.open(store.path(deployable.artifact, verify=True), spec,
+                                                          deployable.info["input_layout"], bm.device, bm.threads)
     tflite_file = deployable if fmt == "tflite" else tflite
     if tflite_file is not None:
         openers["tflite"] = lambda: litert.open(store.path(tflite_file.artifact, verify=True), spec,
-                                                spec.default_layout("tensorflow"), bm.threads)
+                                                tflite_file.info["input_layout"], bm.threads)
     native = model.info["framework"] if model is not None else None
     if native == "torch":
-        openers["torch"] = lambda: _open_torch(store, model, recipe, spec)
+        openers["torch"] = lambda: _open_torch(store, model, bm, spec)
     if native == "tensorflow":
-        openers["tensorflow"] = lambda: _open_tensorflow(store, model, recipe, spec)
+        openers["tensorflow"] = lambda: _open_tensorflow(store, model, bm, spec)
     rows, skipped = [], []  # skipped: cells not run here (e.g. fp16 on CPU), each with its reason
     for runtime in bm.runtimes:
         if runtime in openers:
@@ -348,39 +459,28 @@ def benchmark(recipe: Recipe, store: ArtifactStore, deployable: Handle, model: H
                                       "skipped": skipped})
 
 
-def input_spec(recipe: Recipe):
-    """The family's samples as the runtimes take them: (1, h, w) grayscale images (until the splits carry their
-    own ``InputSpec``)."""
-    from compression_pipeline.types import InputSpec
-
-    ds = recipe.dataset
-    return InputSpec(kind="image", shape=(1, *ds.image_shape), scale=1 / ds.value_max,
-                     class_names=tuple(str(c) for c in ds.classes))
-
-
-def _open_torch(store, model, recipe, spec):
+def _open_torch(store, model, bm, spec):
     import importlib
 
-    from compression_pipeline import zoo
+    from compression_pipeline.frameworks import get
     from compression_pipeline.runtimes import torch_eager
 
     importlib.import_module("torch")  # before the clock starts: a process cost, not the model's load time
-    bm = recipe.benchmark
+    fw = get("torch")
     t0 = time.perf_counter()
-    module, _ = zoo.load_torch(store.path(model.artifact, verify=True))
-    return torch_eager.open(module, spec, spec.default_layout("torch"), bm.device, bm.threads,
-                            load_s=time.perf_counter() - t0)
+    module = fw.load(store.path(model.artifact, verify=True))
+    return torch_eager.open(module, spec, fw.layout(spec), bm.device, bm.threads, load_s=time.perf_counter() - t0)
 
 
-def _open_tensorflow(store, model, recipe, spec):
-    from compression_pipeline import keras_backend as K
+def _open_tensorflow(store, model, bm, spec):
+    from compression_pipeline.frameworks import get
     from compression_pipeline.runtimes import tf_function
 
-    bm = recipe.benchmark
     tf_function.configure_threads(bm.threads)  # before the model loads (and TF starts): TF fixes its thread count
+    fw = get("tensorflow")
     t0 = time.perf_counter()
-    keras_model = K.load_keras(store.path(model.artifact, verify=True))
-    return tf_function.open(keras_model, spec, spec.default_layout("tensorflow"), bm.device, bm.threads,
+    keras_model = fw.load(store.path(model.artifact, verify=True))
+    return tf_function.open(keras_model, spec, fw.layout(spec), bm.device, bm.threads,
                             load_s=time.perf_counter() - t0)
 
 

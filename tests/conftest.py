@@ -62,28 +62,40 @@ def digits_npz(path: Path, mutate=None) -> Path:
 
 
 @pytest.fixture(scope="session")
-def digits_splits():
+def digits_data():
+    """(splits, InputSpec) of scikit-learn's digits as the default recipe prepares them."""
     from compression_pipeline import data
     from compression_pipeline.recipe import Dataset
 
     ds = Dataset()
-    return data.preprocess(data.load_raw(ds, "."), ds)[0]
+    return data.preprocess(data.load_raw(ds, "."), ds)
 
 
 @pytest.fixture(scope="session")
-def tiny_cnn(digits_splits):
-    """A factory of width-8 CNNs trained 3 epochs on digits (about 0.8 accuracy): trained once, and every call
-    returns a fresh (module, spec) copy, so a test that compresses it in place never changes another test's model."""
-    from compression_pipeline import train, zoo
+def digits_splits(digits_data):
+    return digits_data[0]
 
-    spec = zoo.cnn_spec(8)
-    module = zoo.build_torch(spec, seed=0)
-    train.train(module, digits_splits, (8, 8), epochs=3, lr=3e-3, seed=0)
-    state = {k: v.detach().clone() for k, v in module.state_dict().items()}
 
-    def make():
-        fresh = zoo.build_torch(spec)
-        fresh.load_state_dict(state)
-        return fresh.eval(), spec
+@pytest.fixture(scope="session")
+def digits_spec(digits_data):
+    return digits_data[1]
 
-    return make
+
+def fit(epochs: int, lr: float = 3e-3, seed: int = 0):
+    from compression_pipeline.frameworks.base import Fit
+
+    return Fit(epochs=epochs, lr=lr, seed=seed)
+
+
+@pytest.fixture(scope="session")
+def tiny_cnn(digits_data):
+    """A factory of width-8 zoo CNNs (PyTorch) trained 3 epochs on digits (about 0.8 accuracy): trained once, and
+    every call returns a fresh copy, so a test that compresses it in place never changes another test's model."""
+    from compression_pipeline.frameworks import get
+    from compression_pipeline.types import ZooModel
+
+    parts, spec = digits_data
+    fw = get("torch")
+    model = fw.build(ZooModel(arch="cnn", width=8), spec, seed=0)
+    fw.fit(model, parts, spec, fit(3))
+    return lambda: fw.copy(model).eval()

@@ -60,6 +60,11 @@ class Framework(ABC):
     def copy(self, model) -> Any:
         """An independent copy (same architecture and weights, no shared state): a teacher, say."""
 
+    @abstractmethod
+    def set_threads(self, threads: int | None) -> None:
+        """The framework's thread count for this process's training and evaluation (None: one per core this
+        process may use). Always set: the count changes the order of float sums, hence the trained weights."""
+
     # --- data -----------------------------------------------------------------------------------------------------
     @abstractmethod
     def layout(self, spec: InputSpec) -> Layout:

@@ -52,6 +52,11 @@ class PyTorch(Framework):
     def copy(self, model) -> nn.Module:
         return copy.deepcopy(model)
 
+    def set_threads(self, threads: int | None) -> None:
+        from compression_pipeline.benchmark import resolve_threads
+
+        torch.set_num_threads(resolve_threads(threads))
+
     def layout(self, spec: InputSpec):
         return spec.default_layout("torch")
 

@@ -31,11 +31,12 @@ class TFLiteQuantize(MethodConfig):
 @register("tflite_quantize", TFLiteQuantize, "TFLite post-training quantization (dynamic range, float16, int8)")(
     "tensorflow", produces="tflite")
 def tflite_quantize(model, dst: Path, config: TFLiteQuantize, ctx: Context) -> dict:
-    from compression_pipeline import keras_backend as K
+    from compression_pipeline.data import feed
+    from compression_pipeline.frameworks import keras_adapter as K
 
     reps = None
-    if config.mode == "int8":
-        reps = K.images_nhwc(ctx.splits["X_train"][: config.samples], ctx.image_shape)
+    if config.mode == "int8":  # as the Keras model takes them (NHWC images, normalized when the data is)
+        reps = feed(ctx.splits["X_train"][: config.samples], ctx.spec, ctx.framework.layout(ctx.spec))
     K.to_tflite(model, dst, config.mode, representative=reps)
     info = {"tflite_mode": config.mode, "note": NOTES[config.mode]}
     if reps is not None:

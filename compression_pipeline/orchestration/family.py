@@ -9,7 +9,7 @@ Groups are stages. A variant depends on its parent, so the graph is the lineage.
 
 import dagster as dg
 
-from compression_pipeline import stages, tf_stages
+from compression_pipeline import stages
 from compression_pipeline.artifacts import Handle
 from compression_pipeline.methods import get_method
 from compression_pipeline.orchestration.automation import AUTOMATION, dataset_file_asset
@@ -133,17 +133,24 @@ class Family:
 
     def _framework(self, fw: str) -> None:
         r, splits_key = self.r, self.key("splits")
-        train = stages.torch_baseline if fw == "torch" else tf_stages.keras_baseline
 
         def baseline(context, pipeline, splits):
-            """The baseline model trained on the training split (best validation epoch kept)."""
-            return train(r, pipeline.store(), splits, pipeline.threads, log=context.log.info)
+            if fw == "onnx":
+                return stages.onnx_baseline(r, pipeline.store(), splits, pipeline.data_root, pipeline.threads)
+            return stages.baseline(r, pipeline.store(), splits, fw, pipeline.threads, log=context.log.info,
+                                   data_root=pipeline.data_root)
 
-        baseline.__doc__ = f"The {fw} baseline model trained on the training split (best validation epoch kept)."
+        how = {"zoo": f"the zoo's {getattr(r.baseline, 'arch', '')} in {fw}",
+               "import": f"{getattr(r.baseline, 'builder', '')} ({fw})",
+               "onnx": f"the user's ONNX file {getattr(r.baseline, 'path', '')}"}[r.baseline.source]
+        trained = fw != "onnx" and getattr(r.baseline, "train", True)
+        baseline.__doc__ = (f"The baseline: {how}, " + ("trained on the training split (best validation epoch "
+                            "kept)" if trained else "as given") + "; gated on the accuracy floor.")
         self._asset(self.model_key(fw, "baseline"), "models", {"splits": splits_key}, baseline, kinds={KINDS[fw]},
                     phase=fw, checks=["accuracy_gate"], check_doc="test accuracy >= the recipe's floor",
                     version_of=("dataset", "baseline", "gates"))
-        self._exports(fw, "baseline")
+        if fw in NATIVE:
+            self._exports(fw, "baseline")
         names = [n for n in self._ordered_variants() if fw in r.frameworks_of(n)]
         for name in names:
             form = r.form(name, fw)
@@ -166,11 +173,10 @@ class Family:
         ins = {"model": self.model_key(fw, name), "splits": self.key("splits")}
         if name != "baseline":
             ins["baseline_export"] = self.deployable_key(fw, "baseline")
-        to_onnx = stages.export_torch if fw == "torch" else tf_stages.export_onnx
 
         def export(context, pipeline, model, splits, baseline_export=None):
             """The deployable ONNX export, checked for parity with its source model and gated on accuracy."""
-            return to_onnx(r, pipeline.store(), model, splits, baseline_export, pipeline.threads)
+            return stages.export_onnx(r, pipeline.store(), model, splits, baseline_export, pipeline.threads)
 
         self._asset(self.deployable_key(fw, name), "exports", ins, export, kinds={"onnx"}, phase=fw,
                     checks=["parity", "accuracy_gate"], check_doc="ONNX Runtime parity and accuracy on the export",
@@ -180,8 +186,7 @@ class Family:
 
         def tflite(context, pipeline, model, splits, baseline_export=None):
             """The fp32 TFLite export run by LiteRT, checked for parity with the Keras model and gated on accuracy."""
-            return tf_stages.export_tflite(r, pipeline.store(), model, splits, baseline_export,
-                                                     pipeline.threads)
+            return stages.export_tflite(r, pipeline.store(), model, splits, baseline_export, pipeline.threads)
 
         self._asset(self.key(f"{fw}_{name}_tflite"), "exports", ins, tflite, kinds={"tflite"}, phase=fw,
                     checks=["parity", "accuracy_gate"], check_doc="LiteRT parity and accuracy on the TFLite export",
@@ -192,13 +197,8 @@ class Family:
         ins = {"parent": self.model_key(fw, v.parent), "splits": self.key("splits")}
 
         def variant(context, pipeline, parent, splits):
-            if fw == "torch":
-                h = stages.torch_variant(r, pipeline.store(), name, fw, parent, splits, pipeline.threads,
-                                         log=context.log.info)
-            else:
-                h = tf_stages.keras_variant(r, pipeline.store(), name, parent, splits, pipeline.threads,
-                                            log=context.log.info)
-            return h
+            return stages.variant(r, pipeline.store(), name, fw, parent, splits, pipeline.threads,
+                                  log=context.log.info, data_root=pipeline.data_root)
 
         variant.__doc__ = (f"{v.method} of {v.parent} ({get_method(v.method).description}); "
                            f"accuracy measured with {fw}.")
@@ -212,8 +212,8 @@ class Family:
                "baseline_export": self.deployable_key(fw, "baseline")}
 
         def variant(context, pipeline, parent, splits, baseline_export):
-            return tf_stages.tflite_variant(r, pipeline.store(), name, parent, splits, baseline_export,
-                                                      pipeline.threads)
+            return stages.tflite_variant(r, pipeline.store(), name, parent, splits, baseline_export,
+                                         pipeline.threads)
 
         variant.__doc__ = (f"{v.method} of {v.parent} ({get_method(v.method).description}); "
                            "accuracy measured with LiteRT.")
@@ -228,7 +228,7 @@ class Family:
 
         def variant(context, pipeline, source, splits, baseline_export):
             return stages.onnx_variant(r, pipeline.store(), name, fw, source, splits, baseline_export,
-                                                 pipeline.threads)
+                                       pipeline.threads)
 
         variant.__doc__ = (f"{v.method} of {v.parent} ({get_method(v.method).description}); "
                            "accuracy measured with ONNX Runtime.")
@@ -239,7 +239,7 @@ class Family:
     def _benchmark(self, fw: str, name: str) -> None:
         r = self.r
         ins = {"deployable": self.deployable_key(fw, name)}
-        native = r.form(name, fw) == fw
+        native = fw in NATIVE and r.form(name, fw) == fw
         if native:
             ins["model"] = self.model_key(fw, name)
         if native and fw == "tensorflow":
