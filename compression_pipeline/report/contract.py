@@ -65,7 +65,7 @@ def build(recipe: Recipe, models: list[tuple[Handle, Handle]], rejected: list[di
     add_ratios(entries)
     env = models[0][1].info["environment"] if models else {}
     return {"family": recipe.name, "recipe": recipe.source_path, "generated_at": dt.datetime.now(dt.UTC).isoformat(),
-            "environment": env, "gates": recipe.gates.model_dump(), "dataset": recipe.dataset.model_dump(mode="json"),
+            "environment": env, "gates": recipe.gates.model_dump(), "dataset": _dataset(recipe, models),
             "select": recipe.select.model_dump(mode="json"), "models": entries, "rejected": list(rejected),
             "framework_comparison": compare.framework_comparison(entries),
             "runtime_comparison": compare.runtime_comparison(entries)}
@@ -108,3 +108,13 @@ def add_ratios(entries: list[dict]) -> None:
             key = (r["runtime"], r["batch_size"])
             if key in ref:
                 r["speedup_vs_baseline"] = ref[key] / r["p50_ms"]
+
+
+def _dataset(recipe: Recipe, models) -> dict:
+    """The recipe's dataset block, with what the data turned out to be: the class names and the input
+    specification the models were built and fed with (``input_spec``: shape, scale, normalization)."""
+    out = recipe.dataset.model_dump(mode="json")
+    spec = next((d.info["input_spec"] for d, _ in models if d.info.get("input_spec")), None)
+    if spec:
+        out.update(input_spec=spec, class_names=list(spec["class_names"]))
+    return out

@@ -18,6 +18,21 @@ def _interval(m: dict) -> str:
             f"({m.get('images_worse')} images worse, {m.get('images_better')} better than the baseline)")
 
 
+def _input(ds: dict) -> list[str]:
+    """What the model takes, from the input specification the report records (older reports: the recipe's)."""
+    spec = ds.get("input_spec")
+    if not spec:
+        return [(f"- image shape {ds.get('image_shape')}, classes {ds.get('classes')}, pixels scaled by "
+                f"1/{ds.get('value_max')}")]
+    shape = "x".join(str(d) for d in spec["shape"])
+    what = "images (channels x height x width)" if spec["kind"] == "image" else "feature vectors"
+    norm = ("no normalization" if spec.get("mean") is None else
+            f"then (x - mean) / std per {'channel' if spec['kind'] == 'image' else 'feature'}, mean "
+            f"{[round(v, 4) for v in spec['mean']]}, std {[round(v, 4) for v in spec['std']]}")
+    return [f"- input: {shape} {what}, raw values x {spec['scale']:.6g}, {norm}",
+            f"- classes ({len(spec['class_names'])}): {', '.join(spec['class_names'])}"]
+
+
 def render(report: dict, decision: Decision, data: dict, artifact: dict) -> str:
     """``data``: facts about the splits (rows per split, sha256); ``artifact``: the copied deployable's handle."""
     models = {model_key(m): m for m in report["models"]}
@@ -32,8 +47,7 @@ def render(report: dict, decision: Decision, data: dict, artifact: dict) -> str:
              f"- copied from: `{m['artifact']}`", "",
              "## Data", "",
              f"- source: {ds.get('source', '?')}" + (f" (`{ds['path']}`)" if ds.get("path") else ""),
-             (f"- image shape {ds.get('image_shape')}, classes {ds.get('classes')}, pixels scaled by "
-             f"1/{ds.get('value_max')}"),
+             *_input(ds),
              f"- split: {ds.get('split')} (stratified, seed {ds.get('seed')}); rows: {data.get('rows')}",
              f"- splits artifact sha256: `{data.get('sha256', '?')}`", "",
              "## Lineage (parent chain)", "",
