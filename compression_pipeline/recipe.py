@@ -211,9 +211,16 @@ class ZooBaseline(ZooModel, Training):
 
     _unique_frameworks = field_validator("frameworks")(classmethod(lambda cls, v: _unique(v)))
 
+    def model_source(self) -> ZooModel:
+        """Where the model comes from, without how it is trained (what a stored model records)."""
+        return ZooModel.model_validate(self.model_dump(include=set(ZooModel.model_fields)))
+
 
 class ImportBaseline(ImportModel, Training):
     train: bool = True  # train (or fine-tune the given weights) here; false: evaluate and compress as given
+
+    def model_source(self) -> ImportModel:
+        return ImportModel.model_validate(self.model_dump(include=set(ImportModel.model_fields)))
 
     @property
     def frameworks(self) -> list[str]:

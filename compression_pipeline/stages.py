@@ -100,7 +100,7 @@ def baseline(recipe: Recipe, store: ArtifactStore, splits_h: Handle, framework: 
 
     fw = _framework(framework, threads)
     parts, spec, b = _splits(store, splits_h), _spec(splits_h), recipe.baseline
-    model = fw.build(b, spec, seed=recipe.dataset.seed, data_root=data_root)
+    model = fw.build(b.model_source(), spec, seed=recipe.dataset.seed, data_root=data_root)
     extra = {"method": "train", "parent": None, "source": b.model_dump(mode="json")}
     if getattr(b, "train", True):
         t0 = time.perf_counter()

@@ -86,7 +86,7 @@ def test_a_torchvision_resnet_on_an_image_folder(roots):
     assert "disc, square, stripes" in card and "3x16x16" in card
 
 
-def test_a_users_onnx_file_takes_onnx_methods_only(roots, tmp_path):
+def test_a_users_onnx_file_takes_onnx_methods_only(roots):
     # The user's model: a small torch CNN trained elsewhere, given to the pipeline as an ONNX file.
 
     from compression_pipeline import data
@@ -94,10 +94,12 @@ def test_a_users_onnx_file_takes_onnx_methods_only(roots, tmp_path):
     from compression_pipeline.recipe import Dataset
     from compression_pipeline.types import ZooModel
 
-    parts, spec = data.preprocess_dataset(Dataset(), ".")
+    from conftest import fit
+
+    parts, spec = data.preprocess(data.load_raw(Dataset(), "."), Dataset())
     torch_fw = get("torch")
     model = torch_fw.build(ZooModel(arch="cnn", width=8), spec, seed=0)
-    torch_fw.fit(model, parts, spec, torch_fw.fit_config(epochs=3, lr=0.003))
+    torch_fw.fit(model, parts, spec, fit(3))
     torch_fw.export_onnx(model, roots.data_root / "user.onnx", spec)
     recipe = {"name": "user", "dataset": {"source": "sklearn_digits"},
               "baseline": {"source": "onnx", "path": "user.onnx"},
