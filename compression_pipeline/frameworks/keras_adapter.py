@@ -2,9 +2,10 @@
 predicted, counted, stored and exported the one way the pipeline needs, plus the TFLite conversion and its LiteRT
 runner. Images are fed channels-last (NHWC), feature vectors as (n, F).
 
-TensorFlow fixes its thread counts when its runtime starts: call ``benchmark_tf.configure_threads`` before the
-first model is built or loaded when the count matters. (Named ``keras_adapter`` rather than ``keras``: Python 3's
-absolute imports would still find the real package, but a module named like a package it uses reads as a shadow.)
+TensorFlow fixes its thread counts when its runtime starts: ``set_threads`` (``runtimes.tf_function.
+configure_threads``) must come before the first model is built or loaded when the count matters. (Named
+``keras_adapter`` rather than ``keras``: Python 3's absolute imports would still find the real package, but a
+module named like a package it uses reads as a shadow.)
 """
 
 from __future__ import annotations
@@ -28,18 +29,10 @@ ONNX_OPSET = 17
 
 
 def _feed(X: np.ndarray, spec: InputSpec) -> np.ndarray:
-    """Stored samples (n, C, H, W) / (n, F) -> what a Keras model takes: ``(X - mean) / std`` (when the spec has a
-    normalization), images transposed to NHWC. To be replaced by ``compression_pipeline.data.batches.feed`` (being
-    written with exactly this behaviour) once it exists."""
-    X = np.asarray(X, dtype=np.float32)
-    if X.shape[1:] != spec.shape:
-        raise ValueError(f"samples of shape {X.shape[1:]} given for an input specification of {spec.shape}")
-    if spec.mean is not None:
-        per = (1, -1, 1, 1) if spec.kind == "image" else (1, -1)
-        X = (X - np.asarray(spec.mean, np.float32).reshape(per)) / np.asarray(spec.std, np.float32).reshape(per)
-    if spec.kind == "image":
-        X = X.transpose(0, 2, 3, 1)
-    return np.ascontiguousarray(X, dtype=np.float32)
+    """Stored samples -> what a Keras model takes (normalized, images channels-last)."""
+    from compression_pipeline.data import feed
+
+    return feed(X, spec, spec.default_layout("tensorflow"))
 
 
 class KerasFramework(Framework):
@@ -72,6 +65,24 @@ class KerasFramework(Framework):
         return keras_io.copy(model)
 
     # --- data -----------------------------------------------------------------------------------------------------
+    def set_threads(self, threads: int | None) -> None:
+        """Intra-op threads (None: one per core); TF keeps its inter-op pool (training uses it). In a process where
+        TensorFlow already runs, the running value stays (TF cannot change it): the step records what is in effect."""
+        from compression_pipeline.runtimes.tf_function import configure_threads
+
+        configure_threads(threads, inter_op=None)
+
+    def kernels(self, model) -> dict[str, np.ndarray]:
+        return {path: np.array(v) for path, v in _kernels(model).items()}
+
+    def set_kernels(self, model, kernels: dict[str, np.ndarray]) -> None:
+        variables = _kernels(model)
+        unknown = sorted(set(kernels) - set(variables))
+        if unknown:
+            raise KeyError(f"no convolution or dense kernels named {unknown} in model {model.name!r}")
+        for path, value in kernels.items():
+            variables[path].assign(np.asarray(value, dtype=np.float32))
+
     def layout(self, spec: InputSpec) -> Layout:
         return spec.default_layout("tensorflow")
 
@@ -265,3 +276,9 @@ def predict_tflite(path_or_interpreter, X: np.ndarray, spec: InputSpec, threads:
         interpreter.invoke()
         results.append(interpreter.get_tensor(out["index"]).copy())
     return np.concatenate(results).astype(np.float32)
+
+
+def _kernels(model) -> dict:
+    """Every trainable weight of 2+ dimensions (convolution, dense and factorized kernels) by its path
+    (``<layer>/<variable>``)."""
+    return {v.path: v for v in model.trainable_weights if len(v.shape) >= 2}

@@ -19,15 +19,10 @@ from compression_pipeline.types import ImportModel, InputSpec
 
 
 def _feed(X: np.ndarray, spec: InputSpec) -> np.ndarray:
-    """What the model is fed: stored samples ((n, C, H, W) or (n, F)) normalized per channel or feature.
-    To be replaced by ``compression_pipeline.data.batches.feed(X, spec, "NCHW")`` once that module lands."""
-    X = np.asarray(X, dtype=np.float32)
-    if X.shape[1:] != tuple(spec.shape):
-        raise ValueError(f"samples of shape {X.shape[1:]}, but the input spec says {tuple(spec.shape)}")
-    if spec.mean is not None:
-        axes = (-1, 1, 1) if spec.kind == "image" else (-1,)
-        X = (X - np.reshape(spec.mean, axes).astype(np.float32)) / np.reshape(spec.std, axes).astype(np.float32)
-    return np.ascontiguousarray(X)
+    """Stored samples -> what a PyTorch model takes (normalized; images stay NCHW)."""
+    from compression_pipeline.data import feed
+
+    return feed(X, spec, spec.default_layout("torch"))
 
 
 class PyTorch(Framework):
