@@ -199,10 +199,18 @@ def copy(model):
 
 
 def save(model, path: Path) -> None:
-    """``path`` (a .keras file): the architecture and weights only. A trained model is compiled, and saving it as
+    """``path``: a .keras archive of the architecture and weights only, whatever the name. A trained model is compiled, and saving it as
     is would also store its optimizer's state (Adam's two moments: the file ~3x the weights) and its loss closure."""
+    import shutil
+    import tempfile
+
     refuse_lambdas(model, f"saving Keras model {model.name!r} to {path}")
-    copy(model).save(str(path))
+    # Keras picks the format by the name's suffix: save under a .keras name, then move the bytes where asked
+    # (the artifact store hands out temporary names).
+    with tempfile.TemporaryDirectory() as tmp:
+        named = Path(tmp) / "model.keras"
+        copy(model).save(str(named))
+        shutil.copyfile(named, path)
 
 
 def load(path: Path):
