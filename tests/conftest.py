@@ -81,6 +81,17 @@ def digits_spec(digits_data):
     return digits_data[1]
 
 
+def zoo_cnn_counts(channels: int, height: int, width: int, w: int, classes: int) -> tuple[int, int]:
+    """(parameters, multiply-accumulates) of the zoo CNN: conv3x3(w) conv3x3(2w) pool2 conv3x3(2w) fc(8w) fc(classes),
+    counted by hand (weight MACs: biases and activations are not counted). Both frameworks build exactly this."""
+    flat = 2 * w * (height // 2) * (width // 2)
+    params = (9 * channels * w + w) + (9 * w * 2 * w + 2 * w) + (9 * 2 * w * 2 * w + 2 * w) + (flat * 8 * w + 8 * w) \
+        + (8 * w * classes + classes)
+    macs = height * width * 9 * (channels * w + w * 2 * w) + (height // 2) * (width // 2) * 9 * 2 * w * 2 * w \
+        + flat * 8 * w + 8 * w * classes
+    return params, macs
+
+
 def fit(epochs: int, lr: float = 3e-3, seed: int = 0):
     from compression_pipeline.frameworks.base import Fit
 

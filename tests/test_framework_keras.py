@@ -11,13 +11,15 @@ import textwrap
 import numpy as np
 import pytest
 
-from compression_pipeline import benchmark_tf, zoo
 from compression_pipeline.errors import ArtifactError, PipelineError
 from compression_pipeline.frameworks import get
 from compression_pipeline.frameworks.base import Fit
+from compression_pipeline.runtimes.tf_function import configure_threads
 from compression_pipeline.types import ImportModel, InputSpec, ZooModel
 
-benchmark_tf.configure_threads(1, None)  # before TensorFlow starts (it fixes its thread count then): 2 shared cores
+from conftest import zoo_cnn_counts
+
+configure_threads(1, None)  # before TensorFlow starts (it fixes its thread count then): 2 shared cores
 
 F = get("tensorflow")
 IMAGES = InputSpec(kind="image", shape=(3, 8, 8), class_names=("a", "b", "c", "d"), mean=(0.5, 0.4, 0.3),
@@ -89,7 +91,7 @@ def splits(spec: InputSpec, n: int = 160, seed: int = 0) -> dict:
 # --- the four kinds of model ----------------------------------------------------------------------------------------
 CASES = {  # name: (source, spec, the Dense layer a method factorizes, multiply-accumulates of one sample)
     "cnn": (ZooModel(arch="cnn", width=4), IMAGES, "fc1",
-            zoo.count_macs(zoo.CNNSpec(in_shape=(3, 8, 8), channels=(4, 8, 8), hidden=32, num_classes=4))),
+            zoo_cnn_counts(3, 8, 8, 4, 4)[1]),
     "mlp": (ZooModel(arch="mlp", width=16), FEATURES, "fc2", 12 * 16 + 16 * 16 + 16 * 3),
     "user": (user("small_net"), IMAGES, "head", 64 * (9 * 3 * 8 + 9 * 8 + 8 * 8) + 8 * 4),
     "mobilenet": (MOBILENET, CIFAR, "predictions", None),  # counted from its layers below
@@ -167,15 +169,12 @@ def layer_macs(model) -> int:
 
 
 def test_zoo_cnn_is_the_pytorch_twins_architecture(models):
-    from compression_pipeline import keras_backend
-
     model = built(models, "cnn")
     names = [layer.name for layer in model.layers]
     assert names == ["conv1", "conv2", "pool", "conv3", "flatten", "drop1", "fc1", "drop2", "fc2"]
     again = F.build(CASES["cnn"][0], IMAGES, seed=0)  # seeded: the same initial weights
     assert all(np.array_equal(a, b) for a, b in zip(again.get_weights(), model.get_weights()))
-    twin = keras_backend.build_keras(zoo.CNNSpec(in_shape=(3, 8, 8), channels=(4, 8, 8), hidden=32, num_classes=4))
-    assert F.count_params(model)[0] == keras_backend.count_params(twin)[0]  # = PyTorch's (test_tensorflow)
+    assert F.count_params(model)[0] == zoo_cnn_counts(3, 8, 8, 4, 4)[0]  # = PyTorch's (test_framework_torch)
     mlp = F.build(ZooModel(arch="mlp", width=16), IMAGES)  # images are flattened first
     assert [layer.name for layer in mlp.layers] == ["flatten", "fc1", "fc2", "fc3"]
     assert F.count_macs(mlp, IMAGES) == 192 * 16 + 16 * 16 + 16 * 4

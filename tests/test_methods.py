@@ -160,6 +160,34 @@ def test_a_student_of_another_framework_is_refused(trained, ctx):
         _apply("distill", trained, ctx, student=student, epochs=1)
 
 
+def test_registry_has_keras_implementations_only_where_written():
+    for name in ("prune_unstructured", "low_rank", "distill"):
+        assert {"torch", "tensorflow"} <= set(get_method(name).impls)
+    for name in ("prune_structured", "share_weights"):
+        assert "tensorflow" not in get_method(name).impls
+
+
+def test_the_facts_are_the_same_in_both_frameworks(digits_data):
+    """A report compares frameworks on equal terms: each method records the same facts in each."""
+    parts, spec = digits_data
+    configs = {"prune_unstructured": {"sparsity": 0.5, "finetune_epochs": 1},
+               "low_rank": {"rank": 4, "layers": ["fc1"], "finetune_epochs": 1},
+               "distill": {"student": {"arch": "cnn", "width": 2}, "epochs": 1}}
+    facts = {}
+    for framework in ("torch", "tensorflow"):
+        fw = get(framework)
+        model = fw.build(ZooModel(arch="cnn", width=4), spec, seed=0)
+        ctx = Context(framework=fw, splits=parts, spec=spec)
+        facts[framework] = {name: _apply(name, (fw, model), ctx, **c)[1] for name, c in configs.items()}
+    for name in configs:
+        t, k = facts["torch"][name], facts["tensorflow"][name]
+        assert set(t) == set(k), name
+    assert set(facts["torch"]["distill"]["ablation"]) == set(facts["tensorflow"]["distill"]["ablation"])
+    low_t, low_k = facts["torch"]["low_rank"], facts["tensorflow"]["low_rank"]
+    assert low_t["factorized"][0]["shape"] == low_k["factorized"][0]["shape"]
+    assert low_t["factorized_macs_share"] == pytest.approx(low_k["factorized_macs_share"])
+
+
 # --- PyTorch only: channel pruning and weight sharing, on the zoo CNN and on a torchvision ResNet -----------------
 @pytest.fixture(scope="module")
 def torch_cnn(tiny_cnn):

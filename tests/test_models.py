@@ -6,48 +6,55 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from compression_pipeline import benchmark, onnx_tools, train, zoo
+from compression_pipeline import benchmark, onnx_tools
 from compression_pipeline.artifacts import ArtifactStore
-from compression_pipeline.data import as_images
+from compression_pipeline.data import feed
 from compression_pipeline.errors import ArtifactError, PipelineError
+from compression_pipeline.frameworks import get
 from compression_pipeline.methods.quantize import QuantizeDynamic, QuantizeStatic, quantize_dynamic, quantize_static
+from compression_pipeline.types import ZooModel
 
-SHAPE = (8, 8)
+from conftest import fit
+
+FW = get("torch")
 
 
 @pytest.fixture(scope="module")
-def tiny_model(digits_splits, tmp_path_factory):
-    spec = zoo.cnn_spec(8)
-    module = zoo.build_torch(spec, seed=0)
-    history = train.train(module, digits_splits, SHAPE, epochs=3, lr=3e-3, seed=0)
+def tiny_model(digits_data, tmp_path_factory):
+    parts, spec = digits_data
+    model = FW.build(ZooModel(width=8), spec, seed=0)
+    history = FW.fit(model, parts, spec, fit(3))
     path = tmp_path_factory.mktemp("m") / "model.onnx"
-    onnx_tools.export_torch(module, spec, path)
-    return module, spec, history, path
+    FW.export_onnx(model, path, spec)
+    return model, spec, history, path
 
 
-def test_default_architecture_is_about_a_million_parameters():
-    params, _ = zoo.count_params(zoo.build_torch(zoo.cnn_spec(64)))
+def _accuracy(logits, y) -> float:
+    return float((logits.argmax(1) == y).mean())
+
+
+def test_default_architecture_is_about_a_million_parameters(digits_spec):
+    params, _ = FW.count_params(FW.build(ZooModel(width=64), digits_spec))
     assert 1_000_000 <= params <= 1_600_000
 
 
 def test_training_learns_and_keeps_best_epoch(tiny_model, digits_splits):
-    module, _, history, _ = tiny_model
-    acc = train.accuracy(train.predict(module, digits_splits["X_val"], SHAPE), digits_splits["y_val"])
+    model, spec, history, _ = tiny_model
+    acc = _accuracy(FW.predict(model, digits_splits["X_val"], spec), digits_splits["y_val"])
     assert acc == max(h["val_accuracy"] for h in history)
     assert acc > 0.6  # 3 epochs of a width-8 CNN; chance is 0.1
 
 
-def test_safetensors_round_trip_rebuilds_from_spec(tiny_model, tmp_path, digits_splits):
-    module, spec, _, _ = tiny_model
-    zoo.save_torch(module, spec, tmp_path / "m.safetensors")
-    loaded, spec2 = zoo.load_torch(tmp_path / "m.safetensors")
-    assert spec2 == spec
+def test_safetensors_round_trip_rebuilds_without_pickle(tiny_model, tmp_path, digits_splits):
+    model, spec, _, _ = tiny_model
+    FW.save(model, tmp_path / "m.safetensors")
+    loaded = FW.load(tmp_path / "m.safetensors")
     X = digits_splits["X_test"][:16]
-    assert np.array_equal(train.predict(module, X, SHAPE), train.predict(loaded, X, SHAPE))
+    assert np.array_equal(FW.predict(model, X, spec), FW.predict(loaded, X, spec))
 
 
 def test_export_parity_and_dynamic_batch(tiny_model, digits_splits):
-    module, _, _, path = tiny_model
+    model, spec, _, path = tiny_model
     sess = onnx_tools.session(path, "cpu", 1)
     assert sess.get_providers() == ["CPUExecutionProvider"]
     import onnx
@@ -55,34 +62,35 @@ def test_export_parity_and_dynamic_batch(tiny_model, digits_splits):
     assert onnx.load(str(path)).ir_version <= onnx_tools.IR_VERSION
     for n in (1, 7, 33):
         X = digits_splits["X_test"][:n]
-        out = onnx_tools.predict(sess, X, SHAPE)
+        out = onnx_tools.predict(sess, feed(X, spec, "NCHW"))
         assert out.shape == (n, 10)
-        assert np.abs(out - train.predict(module, X, SHAPE)).max() < 1e-4
+        assert np.abs(out - FW.predict(model, X, spec)).max() < 1e-4
 
 
 def test_static_int8_is_smaller_and_keeps_accuracy(tiny_model, tmp_path, digits_splits):
-    _, _, _, path = tiny_model
+    _, spec, _, path = tiny_model
     dst = tmp_path / "q.onnx"
-    info = quantize_static(path, dst, QuantizeStatic(samples=64), as_images(digits_splits["X_train"], SHAPE))
-    assert info == {"calibration_samples": 64}
+    info = quantize_static(path, dst, QuantizeStatic(samples=64, activation_type="int8"),
+                           feed(digits_splits["X_train"], spec, "NCHW"))
+    assert info["calibration_samples"] == 64 and info["activation_type"] == "int8"
     assert dst.stat().st_size < 0.45 * path.stat().st_size  # tiny models carry proportionally more graph overhead
     import onnx
 
     ops = {n.op_type for n in onnx.load(str(dst)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
-    fp = onnx_tools.predict(onnx_tools.session(path), digits_splits["X_test"], SHAPE)
-    q = onnx_tools.predict(onnx_tools.session(dst), digits_splits["X_test"], SHAPE)
-    y = digits_splits["y_test"]
-    assert train.accuracy(fp, y) - train.accuracy(q, y) < 0.03
+    X, y = feed(digits_splits["X_test"], spec, "NCHW"), digits_splits["y_test"]
+    fp = onnx_tools.predict(onnx_tools.session(path), X)
+    q = onnx_tools.predict(onnx_tools.session(dst), X)
+    assert _accuracy(fp, y) - _accuracy(q, y) < 0.03
     assert onnx_tools.param_count(dst)[0] == onnx_tools.param_count(path)[0]
 
 
 def test_dynamic_int8_leaves_convolutions_alone(tiny_model, tmp_path, digits_splits):
     import onnx
 
-    _, _, _, path = tiny_model
+    _, spec, _, path = tiny_model
     dst = tmp_path / "d.onnx"
-    quantize_dynamic(path, dst, QuantizeDynamic(), as_images(digits_splits["X_train"], SHAPE))
+    quantize_dynamic(path, dst, QuantizeDynamic(), feed(digits_splits["X_train"], spec, "NCHW"))
     ops = {n.op_type for n in onnx.load(str(dst)).graph.node}
     assert "ConvInteger" not in ops and "Conv" in ops
     assert ops & {"MatMulInteger", "DynamicQuantizeMatMul", "DynamicQuantizeLinear"}
@@ -104,14 +112,12 @@ def test_measure_respects_count_and_time():
 
 
 def test_bench_onnx_and_torch_record_providers(tiny_model):
-    module, spec, _, path = tiny_model
+    model, spec, _, path = tiny_model
     from compression_pipeline.runtimes import onnxruntime, torch_eager
-    from compression_pipeline.types import InputSpec
 
-    images = InputSpec(kind="image", shape=spec.in_shape, class_names=tuple("0123456789"))
     p = benchmark.Protocol(1, 0.0, 5, 0.0)
-    rows, _ = benchmark.run([onnxruntime.open(path, images, "NCHW", "auto", 1),
-                             torch_eager.open(module, images, "NCHW", "auto", 1)], [1, 4], p)
+    rows, _ = benchmark.run([onnxruntime.open(path, spec, "NCHW", "auto", 1),
+                             torch_eager.open(model, spec, "NCHW", "auto", 1)], [1, 4], p)
     assert [(r["runtime"], r["batch_size"]) for r in rows] == [("onnxruntime", 1), ("onnxruntime", 4),
                                                              ("torch", 1), ("torch", 4)]
     assert {r["provider"] for r in rows} == {"CPUExecutionProvider", "cpu"}

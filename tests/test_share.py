@@ -3,7 +3,9 @@
 import numpy as np
 import pytest
 
-from compression_pipeline import compact, train, zoo
+from compression_pipeline import compact
+from compression_pipeline.frameworks import get
+from compression_pipeline.methods import Context
 from compression_pipeline.methods.share import (
     ShareWeights,
     cluster,
@@ -13,41 +15,38 @@ from compression_pipeline.methods.share import (
     shared_layers,
 )
 
-SHAPE = (8, 8)
 
-
-@pytest.fixture(scope="module")
-def trained(tiny_cnn):
+@pytest.fixture
+def module(tiny_cnn):
     return tiny_cnn()
 
 
-def _copy(module, spec):
-    clone = zoo.build_torch(spec)
-    clone.load_state_dict(module.state_dict())
-    return clone.eval()
+def _accuracy(model, splits, spec, part="val"):
+    return float((get("torch").predict(model, splits[f"X_{part}"], spec).argmax(1) == splits[f"y_{part}"]).mean())
 
 
 @pytest.mark.parametrize("bits, init", [(2, "linear"), (4, "density"), (5, "linear")])
-def test_clustering_limits_distinct_values(trained, bits, init):
-    module = _copy(*trained)
-    cluster(module, ShareWeights(bits=bits, init=init))
+def test_clustering_limits_distinct_values(module, bits, init):
+    cluster(shared_layers(module), ShareWeights(bits=bits, init=init))
     for name, layer in shared_layers(module).items():
         assert len(np.unique(layer.weight.detach().numpy())) <= 2 ** bits, name
 
 
-def test_zeros_stay_zero_and_centroid_finetune_keeps_sharing(trained, digits_splits):
+def test_zeros_stay_zero_and_centroid_finetune_keeps_sharing(module, digits_data):
     import torch
 
-    module = _copy(*trained)
+    splits, spec = digits_data
     with torch.no_grad():
         for layer in shared_layers(module).values():  # prune the smaller half of every layer
             w = layer.weight
             w[w.abs() < w.abs().median()] = 0
     zeros = {n: (l.weight == 0).clone() for n, l in shared_layers(module).items()}
-    before = train.accuracy(train.predict(module, digits_splits["X_val"], SHAPE), digits_splits["y_val"])
-    clusters = cluster(module, ShareWeights(bits=3))
-    finetune_centroids(module, clusters, digits_splits, SHAPE, epochs=1, lr=1e-3)
-    after = train.accuracy(train.predict(module, digits_splits["X_val"], SHAPE), digits_splits["y_val"])
+    before = _accuracy(module, splits, spec)
+    layers = shared_layers(module)
+    clusters = cluster(layers, ShareWeights(bits=3))
+    ctx = Context(framework=get("torch"), splits=splits, spec=spec)
+    finetune_centroids(module, layers, clusters, ctx, epochs=1, lr=1e-3)
+    after = _accuracy(module, splits, spec)
     for name, layer in shared_layers(module).items():
         w = layer.weight.detach()
         assert torch.equal(w == 0, zeros[name]), name  # zeros are zeros, and only they are
@@ -55,13 +54,12 @@ def test_zeros_stay_zero_and_centroid_finetune_keeps_sharing(trained, digits_spl
     assert after > before - 0.1  # fine-tuning the centroids does not wreck the model
 
 
-def test_compact_format_round_trips_bit_for_bit(trained):
-    module, spec = trained
-    shared = _copy(module, spec)
-    cluster(shared, ShareWeights(bits=4))
-    blob = compact_bytes(shared, spec, bits=4)
-    rebuilt, spec2 = load_compact(blob)
-    assert spec2 == spec
+def test_compact_format_round_trips_bit_for_bit(module):
+    layers = shared_layers(module)
+    cluster(layers, ShareWeights(bits=4))
+    blob = compact_bytes(module, bits=4, tensors=list(layers))
+    rebuilt = load_compact(blob)  # the module rebuilt from the model's source: no pickle, no spec of the zoo's
+    shared = module
     for k, v in shared.state_dict().items():
         assert np.array_equal(v.numpy(), rebuilt.state_dict()[k].numpy()), k
     dense_bytes = sum(v.numel() * 4 for v in shared.state_dict().values())
@@ -84,11 +82,10 @@ def test_sparse_layers_store_only_nonzero_indices():
     (lambda b: b[: len(b) // 2], "truncated or corrupt"),
     (lambda b: b[:-40] + bytes(40), "truncated or corrupt"),
 ])
-def test_a_corrupt_compact_file_is_refused(trained, damage, message):
-    module, spec = trained
-    shared = _copy(module, spec)
-    cluster(shared, ShareWeights(bits=3))
-    blob = compact_bytes(shared, spec, bits=3)
+def test_a_corrupt_compact_file_is_refused(module, damage, message):
+    layers = shared_layers(module)
+    cluster(layers, ShareWeights(bits=3))
+    blob = compact_bytes(module, bits=3, tensors=list(layers))
     with pytest.raises(compact.CompactFormatError, match=message):
         load_compact(damage(blob))
 
