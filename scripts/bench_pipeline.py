@@ -93,6 +93,8 @@ def agreement(models: list[tuple[str, Path, str]], spec, batch_sizes, threads: i
 
 
 def from_report(path: Path, names: list[str] | None):
+    from compression_pipeline.types import InputSpec
+
     rep = json.loads(path.read_text())
     root = path.resolve().parents[2]  # <artifact root>/<family>/report/report.json
     models = rep["models"]
@@ -100,34 +102,38 @@ def from_report(path: Path, names: list[str] | None):
     onnx = [(f"{m['framework']}_{m['name']}", root / m["artifact"], m["framework"]) for m in models
             if m["name"] in names]
     first = models[0]
-    return models, onnx or [(f"{first['framework']}_{first['name']}", root / first["artifact"], first["framework"])]
+    spec = InputSpec.model_validate(rep["dataset"]["input_spec"])
+    return (models, onnx or [(f"{first['framework']}_{first['name']}", root / first["artifact"],
+                              first["framework"])], spec)
 
 
-def fresh(recipe, workdir: Path, epochs: int, threads: int, protocol: B.Protocol, input_spec):
-    """No report: train the recipe's baseline briefly, export it, quantize it, and bench both now."""
-    from compression_pipeline import data, onnx_tools, train, zoo
+def fresh(recipe, workdir: Path, epochs: int, threads: int, protocol: B.Protocol):
+    """No report: train the recipe's (zoo) baseline briefly in PyTorch, export it, quantize it, bench both now."""
+    from compression_pipeline import data
+    from compression_pipeline.frameworks import get
+    from compression_pipeline.frameworks.base import Fit
     from compression_pipeline.methods.quantize import QuantizeStatic, quantize_static
     from compression_pipeline.report import add_ratios
     from compression_pipeline.runtimes import onnxruntime as ort_runtime
 
     ds = recipe.dataset
-    parts, _spec = data.preprocess(data.load_raw(ds, "."), ds)
-    spec = zoo.cnn_spec(recipe.baseline.width, ds.image_shape, len(ds.classes))
-    module = zoo.build_torch(spec, seed=ds.seed)
-    train.set_threads(threads)
+    parts, spec = data.preprocess(data.load_raw(ds, "."), ds)
+    fw = get("torch")
+    fw.set_threads(threads)
+    model = fw.build(recipe.baseline.model_source(), spec, seed=ds.seed)
     print(f"No report.json: training the {recipe.name} baseline for {epochs} epoch(s), exporting, quantizing ...")
-    train.train(module, parts, ds.image_shape, epochs, seed=ds.seed)
+    fw.fit(model, parts, spec, Fit(epochs=epochs, seed=ds.seed))
     fp32, int8 = workdir / "baseline.onnx", workdir / "int8.onnx"
-    onnx_tools.export_torch(module, spec, fp32)
-    quantize_static(fp32, int8, QuantizeStatic(samples=512), data.as_images(parts["X_train"], ds.image_shape))
+    layout = fw.export_onnx(model, fp32, spec)
+    quantize_static(fp32, int8, QuantizeStatic(samples=512), data.feed(parts["X_train"], spec, layout))
     models = []
     for name, path in (("baseline", fp32), ("int8", int8)):
-        rows, _ = B.run([ort_runtime.open(path, input_spec, "NCHW", "cpu", threads)], recipe.benchmark.batch_sizes,
+        rows, _ = B.run([ort_runtime.open(path, spec, layout, "cpu", threads)], recipe.benchmark.batch_sizes,
                         protocol, fp16=False)
         models.append({"name": name, "framework": "torch", "file_bytes": path.stat().st_size, "params": 1,
                        "benchmarks": rows})
     add_ratios(models)
-    return models, [("torch_baseline", fp32, "torch"), ("torch_int8", int8, "torch")]
+    return models, [("torch_baseline", fp32, "torch"), ("torch_int8", int8, "torch")], spec
 
 
 def main(argv=None) -> int:
@@ -144,7 +150,6 @@ def main(argv=None) -> int:
 
     from compression_pipeline.recipe import load_recipe
     from compression_pipeline.settings import PROJECT_ROOT
-    from compression_pipeline.stages import input_spec
 
     path = args.report or Settings.from_env().artifact_root / args.family / "report" / "report.json"
     rep_recipe = json.loads(path.read_text()).get("recipe") if path.is_file() else None
@@ -153,14 +158,13 @@ def main(argv=None) -> int:
     bm = recipe.benchmark
     threads = B.resolve_threads(args.threads or bm.threads)
     protocol = B.Protocol(bm.warmup_runs, bm.warmup_s, bm.min_runs, bm.min_time_s)
-    spec = input_spec(recipe)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         if path.is_file():
             print(f"Report: {path}")
-            models, onnx = from_report(path, args.models)
+            models, onnx, spec = from_report(path, args.models)
         else:
-            models, onnx = fresh(recipe, Path(tmp), args.epochs, threads, protocol, spec)
+            models, onnx, spec = fresh(recipe, Path(tmp), args.epochs, threads, protocol)
         print_speedups(models)
         ok = agreement(onnx, spec, bm.batch_sizes, threads, protocol, args.rounds)
     print(f"\nAgreement {'within' if ok else 'OUTSIDE'} {TOLERANCE:.0%} everywhere. ({time.perf_counter() - t0:.0f} s)")

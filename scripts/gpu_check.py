@@ -103,8 +103,8 @@ def main(argv=None) -> int:
         else:
             raw = phase("raw_dataset", stages.raw_dataset, recipe, store, PROJECT_ROOT / "data")
             splits = phase("splits", stages.splits, recipe, store, raw)
-            model = phase("train_baseline", stages.torch_baseline, recipe, store, splits)
-            export = phase("export_onnx", stages.export_torch, recipe, store, model, splits)
+            model = phase("train_baseline", stages.baseline, recipe, store, splits, "torch")
+            export = phase("export_onnx", stages.export_onnx, recipe, store, model, splits)
             int8 = phase("quantize_int8", stages.onnx_variant, recipe, store, "int8", "torch", export, splits, export)
         b_base = phase("bench_baseline", stages.benchmark, recipe, store, export, model)
         b_int8 = phase("bench_int8", stages.benchmark, recipe, store, int8)

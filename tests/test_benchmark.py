@@ -6,9 +6,11 @@ import os
 import numpy as np
 import pytest
 
-from compression_pipeline import benchmark, environment, keras_backend, onnx_tools, zoo
+from compression_pipeline import benchmark, environment, onnx_tools
+from compression_pipeline.frameworks import get
+from compression_pipeline.frameworks import keras_adapter as K
 from compression_pipeline.runtimes import base, litert, onnxruntime, tf_function, torch_eager
-from compression_pipeline.types import InputSpec
+from compression_pipeline.types import InputSpec, ZooModel
 
 PROTOCOL = benchmark.Protocol(warmup_runs=3, warmup_s=0.05, min_runs=20, min_time_s=0.1)
 STATS = ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "mean_ms", "std_ms", "throughput", "runs")
@@ -26,20 +28,19 @@ FIELDS_BEFORE = {"onnxruntime": CELL | {"io_binding", "providers_requested", "fa
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    spec = zoo.cnn_spec(4)
-    module = zoo.build_torch(spec, seed=0)
+    module = get("torch").build(ZooModel(width=4), SPEC, seed=0)
     path = tmp_path_factory.mktemp("b") / "m.onnx"
-    onnx_tools.export_torch(module, spec, path)
-    return module, spec, path
+    get("torch").export_onnx(module, path, SPEC)
+    return module, SPEC, path
 
 
 @pytest.fixture(scope="module")
 def openers(model, tmp_path_factory):
     """The zoo CNN of width 4 on each runtime: eager, its ONNX export, a Keras twin, the twin's TFLite file."""
     module, spec, path = model
-    keras_model = keras_backend.build_keras(spec, seed=0)
+    keras_model = get("tensorflow").build(ZooModel(width=4), spec, seed=0)
     tflite = tmp_path_factory.mktemp("t") / "m.tflite"
-    keras_backend.to_tflite(keras_model, tflite)
+    K.to_tflite(keras_model, tflite)
     return {"onnxruntime": lambda: onnxruntime.open(path, SPEC, "NCHW", "cpu", 1),
             "torch": lambda: torch_eager.open(module, SPEC, "NCHW", "cpu", 1),
             "tensorflow": lambda: tf_function.open(keras_model, SPEC, "NHWC", "cpu", 1),

@@ -8,21 +8,22 @@ import sys
 import numpy as np
 import pytest
 
-from compression_pipeline import benchmark, keras_backend, zoo
+from compression_pipeline import benchmark
+from compression_pipeline.frameworks import get
+from compression_pipeline.frameworks import keras_adapter as K
 from compression_pipeline.runtimes import base, litert, tf_function, torch_eager
-from compression_pipeline.types import InputSpec
+from compression_pipeline.types import InputSpec, ZooModel
 
 PROTOCOL = benchmark.Protocol(warmup_runs=3, warmup_s=0.05, min_runs=20, min_time_s=0.1)
-SPEC = zoo.cnn_spec(4)
-IMAGES = InputSpec(kind="image", shape=SPEC.in_shape, class_names=tuple("0123456789"))
+IMAGES = InputSpec(kind="image", shape=(1, 8, 8), class_names=tuple("0123456789"))
 NHWC = IMAGES.sample_shape("NHWC")
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    keras_model = keras_backend.build_keras(SPEC, seed=0)
+    keras_model = get("tensorflow").build(ZooModel(width=4), IMAGES, seed=0)
     path = tmp_path_factory.mktemp("tf") / "m.tflite"
-    keras_backend.to_tflite(keras_model, path)
+    K.to_tflite(keras_model, path)
     return keras_model, path
 
 
@@ -33,7 +34,7 @@ def torch_row():
 
     before = torch.get_num_threads()
     try:
-        session = torch_eager.open(zoo.build_torch(SPEC, seed=0), IMAGES, "NCHW", "cpu", 1)
+        session = torch_eager.open(get("torch").build(ZooModel(width=4), IMAGES, seed=0), IMAGES, "NCHW", "cpu", 1)
         return benchmark.run([session], [1], PROTOCOL)[0][0]
     finally:
         torch.set_num_threads(before)
