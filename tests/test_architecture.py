@@ -24,13 +24,6 @@ PACKAGE = "compression_pipeline"
 # The only modules that may import Dagster: the orchestration, the code location, and the command line
 # (``python -m compression_pipeline run|resume|lineage`` drives Dagster; nothing in the library imports it).
 NOT_LIBRARY = (f"{PACKAGE}.orchestration", f"{PACKAGE}.definitions", f"{PACKAGE}.__main__")
-# Circles outside the report that were here before this test, each named by the import that closes it and to be
-# broken by whoever restructures its part. This list may only shrink: an entry that closes no circle any more fails
-# the test, and a new circle fails it whether or not it runs through these imports.
-KNOWN_CIRCLES = {
-    (f"{PACKAGE}.methods.registry", f"{PACKAGE}.methods"):
-        "get_method imports the methods package so that its modules register themselves",
-}
 FRAMEWORKS = ("torch", "tensorflow", "keras", "onnxruntime", "dagster")
 
 
@@ -141,29 +134,14 @@ def circle(g: dict[str, dict[str, int]], component: list[str]) -> list[str]:
     raise AssertionError(f"no circle through {start} in {component}")
 
 
-def reaches(g: dict[str, dict[str, int]], start: str, goal: str) -> bool:
-    seen, todo = {start}, [start]
-    while todo:
-        for w in g[todo.pop()]:
-            if w == goal:
-                return True
-            if w not in seen:
-                seen.add(w)
-                todo.append(w)
-    return False
-
-
 def test_no_import_circle_among_the_package_modules():
-    full = graph()
-    g = {v: {w: line for w, line in edges.items() if (v, w) not in KNOWN_CIRCLES} for v, edges in full.items()}
+    g = graph()
     found = []
     for component in strongly_connected(g):
         path = circle(g, component)
         found.append(" -> ".join(path) + "\n    " + "\n    ".join(
             f"{where(a, g[a][b])} imports {b}" for a, b in itertools.pairwise(path)))
     assert not found, "import circles among compression_pipeline's modules:\n" + "\n".join(found)
-    gone = [f"{a} -> {b}" for a, b in KNOWN_CIRCLES if b not in full[a] or not reaches(full, b, a)]
-    assert not gone, f"these imports close no circle any more: remove them from KNOWN_CIRCLES: {gone}"
 
 
 def test_the_report_modules_import_only_what_comes_before_them():

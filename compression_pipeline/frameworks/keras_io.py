@@ -6,9 +6,7 @@ from its registered class and config), weights files are HDF5 arrays.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import re
-import sys
 import warnings
 import zipfile
 from pathlib import Path
@@ -16,31 +14,13 @@ from pathlib import Path
 import numpy as np
 
 from compression_pipeline.errors import ArtifactError, PipelineError
-from compression_pipeline.settings import PROJECT_ROOT, resolve_inside
+from compression_pipeline.frameworks.builders import import_callable
+from compression_pipeline.settings import resolve_inside
 from compression_pipeline.types import ImportModel, InputSpec
 
 LAMBDA_NOTE = ("a Keras Lambda layer holding a Python lambda is stored as code, and a .keras file with code is "
                "refused when loaded (safe_mode: loading it would run that code); write the operation as a layer class "
                "registered with keras.saving.register_keras_serializable, or as a named function")
-
-
-def import_builder(builder: str):
-    """The callable ``module:callable`` names. A user's module is found from the project root (appended to the
-    path, so it never shadows an installed package)."""
-    module_name, attr = builder.split(":")
-    if str(PROJECT_ROOT) not in sys.path:
-        sys.path.append(str(PROJECT_ROOT))
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as e:  # a missing module, or one whose own code fails: either way the builder is unusable
-        raise PipelineError(f"model builder {builder!r}: cannot import module {module_name!r} ({type(e).__name__}: "
-                            f"{e}); a builder's module is an installed package or a module under the project root "
-                            f"{PROJECT_ROOT}") from e
-    fn = getattr(module, attr, None)
-    if not callable(fn):
-        raise PipelineError(f"model builder {builder!r}: module {module_name!r} ({getattr(module, '__file__', '?')}) "
-                            f"has no callable {attr!r}")
-    return fn
 
 
 def build_import(source: ImportModel, spec: InputSpec, seed: int | None, data_root: Path | None):
@@ -52,7 +32,7 @@ def build_import(source: ImportModel, spec: InputSpec, seed: int | None, data_ro
     if source.framework != "tensorflow":
         raise PipelineError(f"{who} is declared with framework {source.framework!r}; the Keras adapter builds "
                             f"'tensorflow' models")
-    fn = import_builder(source.builder)
+    fn = import_callable(source.builder)
     if seed is not None:
         keras.utils.set_random_seed(seed)
     try:
@@ -199,8 +179,9 @@ def copy(model):
 
 
 def save(model, path: Path) -> None:
-    """``path``: a .keras archive of the architecture and weights only, whatever the name. A trained model is compiled, and saving it as
-    is would also store its optimizer's state (Adam's two moments: the file ~3x the weights) and its loss closure."""
+    """``path``: a .keras archive of the architecture and weights only, whatever the name. A trained model is
+    compiled, and saving it as is would also store its optimizer's state (Adam's two moments: the file ~3x the
+    weights) and its loss closure."""
     import shutil
     import tempfile
 

@@ -3,82 +3,23 @@ weights (safetensors only), checked against the data's input specification."""
 
 from __future__ import annotations
 
-import functools
-import importlib
-import importlib.machinery
-import importlib.util
 import math
-import sys
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from compression_pipeline.errors import ModelError
-from compression_pipeline.settings import PROJECT_ROOT, resolve_inside
+from compression_pipeline.frameworks import builders
+from compression_pipeline.frameworks.torchvision_compat import prepare_torchvision
+from compression_pipeline.settings import resolve_inside
 from compression_pipeline.types import ImportModel, InputSpec, ZooModel
-
-# torchvision's C++ operators whose fake (shape) functions torchvision registers when it is imported: they must exist.
-_TORCHVISION_SCHEMAS = {"nms": "(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
-                        "qnms": "(Tensor dets, Tensor scores, float iou_threshold) -> Tensor"}
-
-
-@functools.cache
-def prepare_torchvision() -> None:
-    """Make ``import torchvision`` (and timm, which imports it) work with the CPU torch wheel this project pins.
-
-    The torchvision on PyPI that matches torch 2.13.0 is a CUDA build: its ``_C.so`` needs ``libc10_cuda.so``, which
-    the CPU torch lacks, so it does not load, and torchvision's import then fails on registering fake functions for
-    ``torchvision::nms``/``qnms``, operators only ``_C.so`` defines. Chosen here: load ``_C.so`` exactly as
-    torchvision does (same file, ``torch.ops.load_library``); only when that fails, define the two operators' schemas
-    (no kernels) so the import succeeds. Classification models (every ``torchvision.models`` and timm classifier)
-    then build, train and export; torchvision's detection ops (nms, roi_align, deform_conv) stay unavailable and say
-    so when called. Where ``_C.so`` loads (a CUDA torch on a GPU host, a CPU torchvision build) nothing is defined and
-    the real operators are used. Rejected: a CUDA torch everywhere (gigabytes on every CPU machine and CI), and a
-    fallback that retries a failed import (it leaves half-imported modules behind).
-
-    Every builder import goes through ``import_callable``, which calls this first, so it holds in every process that
-    builds or loads a model (Dagster step workers too). Call it before importing torchvision anywhere else.
-    """
-    if "torchvision" in sys.modules or importlib.util.find_spec("torchvision") is None:
-        return
-    package_dir = importlib.util.find_spec("torchvision").submodule_search_locations[0]
-    finder = importlib.machinery.FileFinder(
-        package_dir, (importlib.machinery.ExtensionFileLoader, importlib.machinery.EXTENSION_SUFFIXES))
-    extension = finder.find_spec("_C")
-    if extension is not None:
-        try:
-            torch.ops.load_library(extension.origin)
-            return
-        except OSError:
-            pass
-    for op, schema in _TORCHVISION_SCHEMAS.items():
-        if not hasattr(torch.ops.torchvision, op):
-            torch.library.define(f"torchvision::{op}", schema)
 
 
 def import_callable(ref: str):
-    """The callable ``module:name`` names (a builder), imported with the project root on ``sys.path`` (after the
-    installed packages) so a user's module in the project imports."""
-    module_name, _, attr = ref.partition(":")
-    if not module_name or not attr:
-        raise ModelError(f"builder {ref!r}: a builder is 'module:callable', e.g. 'torchvision.models:resnet18'")
+    """The builder ``module:callable`` names, torchvision made importable first (``torchvision_compat``)."""
     prepare_torchvision()
-    if str(PROJECT_ROOT) not in sys.path:
-        sys.path.append(str(PROJECT_ROOT))
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as e:
-        raise ModelError(f"builder {ref!r}: cannot import module {module_name!r} ({e}); a builder's module is an "
-                         f"installed package or a module in the project root {PROJECT_ROOT}") from None
-    except Exception as e:
-        raise ModelError(f"builder {ref!r}: importing {module_name!r} failed: {type(e).__name__}: {e}") from e
-    fn = getattr(module, attr, None)
-    if fn is None:
-        raise ModelError(f"builder {ref!r}: module {module_name!r} has no attribute {attr!r}")
-    if not callable(fn):
-        raise ModelError(f"builder {ref!r}: {attr!r} is a {type(fn).__name__}, not a callable")
-    return fn
+    return builders.import_callable(ref)
 
 
 def construct(source, spec: InputSpec) -> nn.Module:

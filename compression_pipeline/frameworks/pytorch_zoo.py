@@ -55,7 +55,10 @@ def adapted(builder: str, kwargs: dict | None = None, in_channels: int = 3, smal
     Checked with torchvision ResNets, MobileNetV3 and timm models whose first ``nn.Conv2d`` is the stem (ResNets,
     EfficientNets, MobileNets). Not for stems that are not an ``nn.Conv2d`` (a ViT's patch embedding convolution is,
     but changing its stride changes the token count: pass ``img_size``/``in_chans`` to timm instead)."""
-    from compression_pipeline.frameworks.pytorch_build import import_callable
+    from compression_pipeline.frameworks.builders import import_callable
+    from compression_pipeline.frameworks.torchvision_compat import prepare_torchvision
+
+    prepare_torchvision()
 
     kwargs = dict(kwargs or {})
     for key in DOWNLOADING_KWARGS:
