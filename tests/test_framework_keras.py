@@ -371,7 +371,7 @@ def test_trained_weights_from_keras_and_h5_files(tmp_path):
 @pytest.mark.parametrize("source, spec, message", [
     (ImportModel(source="import", builder="no_such_module_kf:build", framework="tensorflow"), IMAGES,
      "cannot import module 'no_such_module_kf'"),
-    (user("nope"), IMAGES, "has no callable 'nope'"),
+    (user("nope"), IMAGES, "has no attribute 'nope'"),
     (user("explodes", depth=7), IMAGES, r"called with kwargs \{'depth': 7\} failed: RuntimeError: depth 7"),
     (user("not_a_model"), IMAGES, "returned a builtins.dict, not a Keras 3 model"),
     (user("small_net", classes=5), IMAGES, r"returns shape \(2, 5\); the pipeline needs \(2, 4\)"),

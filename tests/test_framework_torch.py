@@ -206,15 +206,15 @@ def test_resnet18_macs_counted_by_hand():
     assert FW.count_macs(model, RGB32) == stem + stage1 + stages + 512 * 10 == 37_016_576
 
 
-def test_fit_is_seeded_and_learns(digits):
+def test_fit_is_seeded_and_learns(digits_splits):
     """The same seed gives the same trajectory (shuffling, dropout, initial weights), and training learns."""
     runs = []
     for _ in range(2):
         model = FW.build(ZooModel(width=8), DIGITS, seed=0)
-        history = FW.fit(model, digits, DIGITS, Fit(epochs=2, lr=3e-3, seed=0))
-        runs.append((history, FW.predict(model, digits["X_test"], DIGITS)))
+        history = FW.fit(model, digits_splits, DIGITS, Fit(epochs=2, lr=3e-3, seed=0))
+        runs.append((history, FW.predict(model, digits_splits["X_test"], DIGITS)))
     assert runs[0][0] == runs[1][0] and np.array_equal(runs[0][1], runs[1][1])
-    assert float((runs[0][1].argmax(1) == digits["y_test"]).mean()) > 0.5
+    assert float((runs[0][1].argmax(1) == digits_splits["y_test"]).mean()) > 0.5
     assert [h["epoch"] for h in runs[0][0]] == [1, 2] and runs[0][0][1]["loss"] < runs[0][0][0]["loss"]
 
 
@@ -251,7 +251,7 @@ def test_inputs_are_normalized_per_feature():
     with torch.inference_mode():
         expected = model.eval()(torch.from_numpy((X - 0.5) / 2.0)).numpy()
     assert np.allclose(FW.predict(model, X, FEATURES), expected, atol=1e-6)
-    with pytest.raises(ValueError, match=r"samples of shape \(21,\), but the input spec says \(20,\)"):
+    with pytest.raises(ValueError, match=r"samples of shape \(21,\) do not match the input specification's \(20,\)"):
         FW.predict(model, np.zeros((2, 21)), FEATURES)
 
 

@@ -82,7 +82,8 @@ def test_a_planted_pickle_in_a_dataset_file_is_refused_and_never_run(tmp_path):
     assert not marker.exists()
 
 
-def test_a_planted_pickle_behind_a_valid_looking_handle_is_refused_and_never_run(tmp_path, digits_splits):
+def test_a_planted_pickle_behind_a_valid_looking_handle_is_refused_and_never_run(tmp_path, digits_splits,
+                                                                                 digits_spec):
     """Even an attacker who writes both the model file and its handle (with the right sha256) runs nothing:
     models are loaded from safetensors plus a spec, splits with allow_pickle=False."""
     import torch
@@ -96,18 +97,19 @@ def test_a_planted_pickle_behind_a_valid_looking_handle_is_refused_and_never_run
     torch.save({"w": _Planted(str(marker))}, model_file)
     model = Handle(artifact=Artifact(path="tiny/torch_baseline/evil.safetensors", format="safetensors",
                                      framework="torch", sha256=sha256_file(model_file),
-                                     bytes=model_file.stat().st_size), info={"name": "baseline"})
-    splits = Handle(artifact=store.write_bytes("tiny/splits", data.to_npz_bytes(digits_splits), "npz", "npz"))
-    with pytest.raises(ArtifactError, match="evil.safetensors is not a safetensors model file"):
-        stages.export_torch(recipe, store, model, splits)
+                                     bytes=model_file.stat().st_size), info={"name": "baseline", "framework": "torch"})
+    splits = Handle(artifact=store.write_bytes("tiny/splits", data.to_npz_bytes(digits_splits), "npz", "npz"),
+                    info={"input_spec": digits_spec.model_dump(mode="json")})
+    with pytest.raises(ArtifactError, match="evil.safetensors is not a readable safetensors model file"):
+        stages.export_onnx(recipe, store, model, splits)
     evil_splits = tmp_path / "tiny/splits/evil.npz"
     obj = np.empty(1, dtype=object)
     obj[0] = _Planted(str(marker))
     np.savez(evil_splits, X_train=obj)
     bad = Handle(artifact=Artifact(path="tiny/splits/evil.npz", format="npz", sha256=sha256_file(evil_splits),
-                                   bytes=evil_splits.stat().st_size))
+                                   bytes=evil_splits.stat().st_size), info=splits.info)
     with pytest.raises(ValueError, match="allow_pickle=False"):
-        stages.torch_baseline(recipe, store, bad)
+        stages.baseline(recipe, store, bad, "torch")
     assert not marker.exists()
 
 

@@ -26,8 +26,8 @@ def import_callable(ref: str):
         raise ModelError(f"builder {ref!r}: importing {module_name!r} failed: {type(e).__name__}: {e}") from e
     fn = getattr(module, attr, None)
     if fn is None:
-        raise ModelError(f"builder {ref!r}: module {module_name!r} ({getattr(module, '__file__', '?')}) has no "
-                         f"attribute {attr!r}")
+        raise ModelError(f"builder {ref!r}: module {module_name!r} has no attribute {attr!r} (the module: "
+                         f"{getattr(module, '__file__', '?')})")
     if not callable(fn):
         raise ModelError(f"builder {ref!r}: {attr!r} is a {type(fn).__name__}, not a callable")
     return fn
