@@ -32,8 +32,11 @@ def _launch(roots, tmp_path, *args):
 
 
 def _runs(home) -> list:
-    with dg.DagsterInstance.from_config(str(home)) as instance:
-        return [r.dagster_run for r in instance.get_run_records()]
+    # the instance's dagster.yaml reads its storage folder from $DAGSTER_HOME, as `make run`'s does
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DAGSTER_HOME", str(home))
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            return [r.dagster_run for r in instance.get_run_records()]
 
 
 def test_both_frameworks_in_phases_with_one_line_per_step(roots, tmp_path, tiny_recipe_dict):
@@ -51,7 +54,7 @@ def test_both_frameworks_in_phases_with_one_line_per_step(roots, tmp_path, tiny_
     assert len(steps) == 17 and {t for _, t, _ in steps} == {"17"}, out
     assert [int(k) for k, _, _ in steps] == list(range(1, 18))
     assert re.search(r"\] tiny/splits +\d+\.\d s  schema ok, value_range ok", out)
-    assert re.search(r"\] tiny/torch_int8 +\d+\.\d s  accuracy_gate ok", out)
+    assert re.search(r"\] tiny/torch_int8 +\d+\.\d s  accuracy_gate ok", out), out
     assert "DEBUG" not in out and "STEP_START" not in out  # Dagster's own event lines go to the log file
     assert "0 failed gate(s), 0 failed step(s)" in out and "| int8 | tensorflow | quantize_static |" in out
     runs = _runs(home)
