@@ -166,3 +166,58 @@ def test_tflite_quantization_needs_a_keras_parent(tmp_path):
     r["variants"]["tfl_int8"] = {"from": "tfl", "method": "quantize_static"}
     err = _load_error(tmp_path, r)
     assert err.location == "variants.tfl_int8.method" and "methods for tflite models: []" in str(err)
+
+
+IMPORTED = {"source": "import", "framework": "torch", "builder": "torchvision.models:resnet18",
+            "kwargs": {"num_classes": 10}}
+
+
+@pytest.mark.parametrize("baseline, location, words", [
+    ({**IMPORTED, "kwargs": {"weights": "DEFAULT"}}, "baseline",
+     ["kwargs.weights='DEFAULT'", "download trained weights", "give trained weights as a file"]),
+    ({**IMPORTED, "builder": "timm:create_model", "kwargs": {"model_name": "resnet18", "pretrained": True}},
+     "baseline", ["kwargs.pretrained=True", "timm"]),
+    ({**IMPORTED, "framework": "tensorflow", "builder": "keras.applications:MobileNetV2",
+      "kwargs": {"weights": "imagenet"}}, "baseline", ["kwargs.weights='imagenet'"]),
+    ({**IMPORTED, "weights": "resnet.pt"}, "baseline", ["'resnet.pt'", "never a pickle", ".safetensors"]),
+    ({**IMPORTED, "framework": "tensorflow", "weights": "m.h5"}, "baseline", [".keras or .weights.h5"]),
+    ({**IMPORTED, "weights": "../elsewhere.safetensors"}, "baseline.weights", ["'..'"]),
+    ({**IMPORTED, "builder": "resnet18"}, "baseline.builder", ["'module:callable'"]),
+    ({**IMPORTED, "framework": "jax"}, "baseline.framework", ["'torch'", "'tensorflow'"]),
+    ({"source": "onnx", "path": "/models/m.onnx"}, "baseline.path", ["relative to the data root"]),
+    ({"source": "onnx", "path": "m.onnx", "input_layout": "CHW"}, "baseline.input_layout", ["'NCHW'", "'NHWC'"]),
+    ({"source": "hub", "name": "resnet"}, "baseline", ["'hub'", "'zoo'", "'import'", "'onnx'"]),
+])
+def test_bad_model_sources_are_refused_at_load(tmp_path, baseline, location, words):
+    r = copy.deepcopy(TINY)
+    r["baseline"] = baseline
+    r["variants"] = {}
+    err = _load_error(tmp_path, r)
+    assert err.location == location, str(err)
+    for w in words:
+        assert w in str(err), str(err)
+
+
+def test_a_users_onnx_model_takes_only_onnx_methods_and_says_why(tmp_path):
+    r = copy.deepcopy(TINY)
+    r["baseline"] = {"source": "onnx", "path": "m.onnx"}
+    r["variants"] = {"pruned": {"from": "baseline", "method": "prune_unstructured", "sparsity": 0.5}}
+    err = _load_error(tmp_path, r)
+    assert err.location == "variants.pruned.method"
+    for w in ("the baseline is the user's ONNX file", ("methods for onnx models: ['fp16', 'quantize_dynamic', "
+              "'quantize_static']")):
+        assert w in str(err), str(err)
+    r["variants"] = {"int8": {"from": "baseline", "method": "quantize_static"}}
+    assert _load(tmp_path, r).frameworks_of("int8") == ["onnx"]
+
+
+def test_a_student_in_another_framework_than_its_teacher_is_refused(tmp_path):
+    r = copy.deepcopy(TINY)
+    r["baseline"]["frameworks"] = ["torch", "tensorflow"]
+    r["variants"] = {"student": {"from": "baseline", "method": "distill", "epochs": 1,
+                                 "student": {"source": "import", "framework": "torch", "builder": "m:f"}}}
+    err = _load_error(tmp_path, r)
+    assert err.location == "variants.student.student.framework"
+    assert "add 'frameworks: [torch]'" in str(err)
+    r["variants"]["student"]["frameworks"] = ["torch"]
+    assert _load(tmp_path, r).frameworks_of("student") == ["torch"]
