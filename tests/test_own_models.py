@@ -115,6 +115,9 @@ def test_a_users_onnx_file_takes_onnx_methods_only(roots):
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
     assert {"user/onnx_baseline", "user/onnx_int8", "user/onnx_fp16", "user/onnx_int8_benchmark"} <= keys
     assert not any("torch" in k or "tensorflow" in k for k in keys)
+    # the user's file is observed by content hash: a new file rebuilds the family (as a dataset file does)
+    parents = defs.resolve_asset_graph().get(dg.AssetKey(["user", "onnx_baseline"])).parent_keys
+    assert dg.AssetKey(["user", "model_file"]) in parents
     result, checks = _run(defs)
     assert result.success, {k: v for k, v in checks.items() if not v}
     report = json.loads((roots.artifact_root / "user/report/report.json").read_text())

@@ -5,21 +5,21 @@
   location) requests that variant; its descendants follow in the same tick because ``any_deps_updated``
   counts assets that will be requested. ``all_deps_blocking_checks_passed`` keeps automation from building
   on an asset whose gate failed.
-- ``dataset_file_asset``: a dataset read from a file or folder is an observable source asset whose data
-  version is its content hash. The automation sensor observes it on a cron (an observation run is cheap:
-  one hash, no frameworks); only a *changed* hash counts as an update, so the chain below it rebuilds when
-  the data really changed and not on every observation.
+- ``user_file_asset``: a dataset read from a file or folder, and a baseline's trained weights or ONNX file, are
+  observable source assets whose data version is their content hash. The automation sensor observes them on a
+  cron (an observation run is cheap: one hash, no frameworks); only a *changed* hash counts as an update, so
+  the chain below rebuilds when the file really changed and not on every observation.
 """
 
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import dagster as dg
 
 from compression_pipeline import data
 from compression_pipeline.orchestration.resources import PipelineResource
-from compression_pipeline.recipe import Recipe
 
 # How often the automation sensor hashes dataset files: the worst-case delay between a changed file
 # and the requested rebuild (plus one sensor interval). One run per tick shows in the Runs page.
@@ -37,12 +37,17 @@ AUTOMATION = (
 ).with_label("eager or code version changed") & _c.all_deps_blocking_checks_passed()
 
 
-def dataset_file_asset(recipe: Recipe, key: dg.AssetKey) -> dg.SourceAsset:
-    """The file (or folder) the recipe's dataset is read from, observed by content hash."""
-    dataset = recipe.dataset
+def user_file_asset(key: dg.AssetKey, rel_path: str, what: str, group: str) -> dg.SourceAsset:
+    """A file (or folder) under the data root that a family reads (its dataset, its baseline's weights or ONNX
+    file), observed by content hash: a changed file is a new data version, which rebuilds what reads it."""
 
     def observe(pipeline: PipelineResource) -> dg.ObserveResult:
-        path = data.source_path(dataset, pipeline.data_root)
+        from compression_pipeline.errors import DatasetError
+        from compression_pipeline.settings import resolve_inside
+
+        path = resolve_inside(Path(pipeline.data_root), rel_path)
+        if not path.exists():
+            raise DatasetError(str(path), f"{what} not found")
         digest = data.content_version(path)
         return dg.ObserveResult(data_version=dg.DataVersion(digest),
                                 metadata={"path": dg.MetadataValue.path(str(path)), "sha256": digest,
@@ -51,7 +56,7 @@ def dataset_file_asset(recipe: Recipe, key: dg.AssetKey) -> dg.SourceAsset:
     with warnings.catch_warnings():  # observable_source_asset is marked beta; it is the documented way
         warnings.simplefilter("ignore", dg.BetaWarning)
         return dg.observable_source_asset(
-            key=key, group_name="data",
-            description=f"The dataset file {dataset.path} under the data root, versioned by its sha256.",
+            key=key, group_name=group,
+            description=f"The {what} {rel_path} under the data root, versioned by its sha256.",
             automation_condition=dg.AutomationCondition.cron_tick_passed(OBSERVE_CRON),
         )(observe)

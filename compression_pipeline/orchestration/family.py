@@ -12,7 +12,7 @@ import dagster as dg
 from compression_pipeline import stages
 from compression_pipeline.artifacts import Handle
 from compression_pipeline.methods import get_method
-from compression_pipeline.orchestration.automation import AUTOMATION, dataset_file_asset
+from compression_pipeline.orchestration.automation import AUTOMATION, user_file_asset
 from compression_pipeline.orchestration.resources import PipelineResource
 from compression_pipeline.quality import GATES as DATA_GATES
 from compression_pipeline.recipe import Recipe
@@ -120,7 +120,12 @@ class Family:
             return stages.splits(r, pipeline.store(), raw)
 
         # A dataset read from a file is an observed source: a new content hash rebuilds the chain below it.
-        source = [dataset_file_asset(r, self.key("dataset_file"))] if r.dataset.path else []
+        source = ([user_file_asset(self.key("dataset_file"), r.dataset.path, "dataset", "data")]
+                  if r.dataset.path else [])
+        # So is a baseline given as a file (trained weights, an ONNX model): a new file rebuilds the family's models.
+        model_file = getattr(r.baseline, "weights", None) or getattr(r.baseline, "path", None)
+        self.model_file = [user_file_asset(self.key("model_file"), model_file, "model file", "models")] \
+            if model_file else []
         self._asset(self.key("raw_dataset"), "data", {}, raw_dataset, kinds={"numpy"}, phase="data",
                     version_of=("dataset",), deps=[a.key for a in source])
         self._asset(self.key("splits"), "data", {"raw": self.key("raw_dataset")}, splits, kinds={"numpy"}, phase="data",
@@ -129,7 +134,7 @@ class Family:
             self._framework(fw)
         self._report()
         self._candidate()
-        return [*source, *self.assets]
+        return [*source, *self.model_file, *self.assets]
 
     def _framework(self, fw: str) -> None:
         r, splits_key = self.r, self.key("splits")
@@ -148,7 +153,7 @@ class Family:
                             "kept)" if trained else "as given") + "; gated on the accuracy floor.")
         self._asset(self.model_key(fw, "baseline"), "models", {"splits": splits_key}, baseline, kinds={KINDS[fw]},
                     phase=fw, checks=["accuracy_gate"], check_doc="test accuracy >= the recipe's floor",
-                    version_of=("dataset", "baseline", "gates"))
+                    version_of=("dataset", "baseline", "gates"), deps=[a.key for a in self.model_file])
         if fw in NATIVE:
             self._exports(fw, "baseline")
         names = [n for n in self._ordered_variants() if fw in r.frameworks_of(n)]
