@@ -5,4 +5,4 @@ here. The library modules import the frameworks inside the functions that need t
 ``compression_pipeline.orchestration`` / ``compression_pipeline.definitions`` import Dagster.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
