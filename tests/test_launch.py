@@ -18,14 +18,18 @@ from conftest import write_recipe
 pytestmark = pytest.mark.e2e
 
 
-def _launch(roots, tmp_path, *args):
+def _env(roots, tmp_path):
+    """A persistent instance of its own (a copy of dagster_home/dagster.yaml) and the roots: (home, env)."""
     home = tmp_path / "home"
     home.mkdir(exist_ok=True)
     (home / "dagster.yaml").write_text((PROJECT_ROOT / "dagster_home/dagster.yaml").read_text())
-    env = {**os.environ, "DAGSTER_HOME": str(home), "COMPRESSION_PIPELINE_RECIPES": str(roots.recipes_dir),
-           "COMPRESSION_PIPELINE_ARTIFACTS": str(roots.artifact_root),
-           "COMPRESSION_PIPELINE_DATA": str(roots.data_root)}
-    # check=False: the tests read the return code and the output of a failed run themselves.
+    return home, {**os.environ, "DAGSTER_HOME": str(home), "COMPRESSION_PIPELINE_RECIPES": str(roots.recipes_dir),
+                  "COMPRESSION_PIPELINE_ARTIFACTS": str(roots.artifact_root),
+                  "COMPRESSION_PIPELINE_DATA": str(roots.data_root)}
+
+
+def _launch(roots, tmp_path, *args):
+    home, env = _env(roots, tmp_path)
     run = subprocess.run([sys.executable, "-m", "compression_pipeline", "run", *args], env=env, capture_output=True,
                          text=True, cwd=PROJECT_ROOT, timeout=900, check=False)
     return run, home
@@ -102,3 +106,35 @@ def test_an_unknown_family_is_named_with_the_ones_there_are(roots, tmp_path, tin
     write_recipe(roots, tiny_recipe_dict)
     run, _ = _launch(roots, tmp_path, "nope")
     assert run.returncode == 2 and "no family 'nope'" in run.stderr and "['tiny']" in run.stderr
+
+
+def test_a_phase_process_killed_midway_is_a_failure_and_the_next_launch_rebuilds(roots, tmp_path, tiny_recipe_dict):
+    """SIGKILL of the phase process that trains: the launch ends with the phase named as failed (exit 1, never a
+    quiet success); the killed run leaves no half-written artifact behind, and the next launch builds it all."""
+    import signal
+    import time
+
+    tiny_recipe_dict["baseline"]["epochs"] = 30  # long enough to be killed while it trains
+    write_recipe(roots, tiny_recipe_dict)
+    _, env = _env(roots, tmp_path)
+    proc = subprocess.Popen([sys.executable, "-m", "compression_pipeline", "run", "tiny"], env=env, cwd=PROJECT_ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in proc.stdout:  # the data phase's two lines, then the torch phase is training
+        lines.append(line)
+        if "] tiny/splits " in line:
+            break
+    time.sleep(8)
+    killed = [int(p) for p in subprocess.run(["pgrep", "-f", "orchestration.launch tiny_recompress"],
+                                             capture_output=True, text=True, check=False).stdout.split()]
+    assert killed, "".join(lines)
+    for pid in killed:
+        os.kill(pid, signal.SIGKILL)
+    out = "".join(lines) + proc.stdout.read()
+    assert proc.wait(timeout=600) == 1, out
+    assert "ERROR the torch phase: its process exited with code -9" in out, out
+    assert not [p for p in roots.artifact_root.rglob("*") if p.is_file() and "torch_baseline" in str(p)
+                and not p.name.endswith(".tmp")]
+    again, _ = _launch(roots, tmp_path, "tiny")
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert "0 failed gate(s), 0 failed step(s)" in again.stdout

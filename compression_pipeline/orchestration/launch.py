@@ -251,7 +251,15 @@ def launch(family: str, out=sys.stdout, benchmarks: bool = True) -> int:
                         started.append((phase.name, keys, proc, tags))
                 results = _follow(instance, [(proc, tags) for _, _, proc, tags in started], progress)
                 for (name, keys, _, _), (code, run_id) in zip(started, results):
-                    progress.not_run([k.to_user_string() for k in keys], "not run: an upstream step or gate failed")
+                    names = [k.to_user_string() for k in keys]
+                    failures_before = len(progress.failed_or_skipped() & set(names))
+                    progress.not_run(names, "not run: an upstream step or gate failed")
+                    if code not in (0, None) and run_id and not failures_before:
+                        # The process ended badly with no step or gate to blame (killed, out of memory, a crash):
+                        # a failure all the same, never a quiet success.
+                        progress.outcome.failed_steps.append(
+                            {"asset": f"the {name} phase", "error": f"its process exited with code {code} before "
+                                                                    "its steps finished (killed? out of memory?)"})
                     if run_id:
                         runs.append(run_id)
                     if code is None:  # interrupted
@@ -299,7 +307,8 @@ def _follow(instance, procs: list[tuple[subprocess.Popen, dict]],
 
 def _downstream(graph, assets: set[str]) -> set[str]:
     """Every asset below ``assets`` in the graph."""
-    out, todo = set(), [dg.AssetKey.from_user_string(a) for a in assets]
+    keys = [dg.AssetKey.from_user_string(a) for a in assets]
+    out, todo = set(), [k for k in keys if graph.has(k)]  # (a failed phase is named, not an asset)
     while todo:
         for child in graph.get(todo.pop()).child_keys:
             name = child.to_user_string()
