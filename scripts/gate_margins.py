@@ -13,7 +13,8 @@ Settings (names for --settings):
   default       this machine as it is
   isa-avx2      torch's kernels limited to AVX2 (oneDNN and ATen): what a CPU without AVX-512/AMX computes
   isa-sse41     limited further, to SSE4.1 (oneDNN) and ATen's non-vectorized kernels
-  threads-1     one thread for training and evaluation (instead of one per core)
+  threads-2     two threads for training and evaluation (on 2 cores `make run` gives each of its side-by-side
+                framework phases one: the default here is one thread)
   seed-1, seed-2 the recipe's seed changed (a different split, different initial weights)
 """
 
@@ -35,7 +36,7 @@ SETTINGS = {
     "default": ({}, {}),
     "isa-avx2": ({"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}, {}),
     "isa-sse41": ({"ONEDNN_MAX_CPU_ISA": "SSE41", "ATEN_CPU_CAPABILITY": "default"}, {}),
-    "threads-1": ({"COMPRESSION_PIPELINE_THREADS": "1"}, {}),
+    "threads-2": ({"COMPRESSION_PIPELINE_THREADS": "2"}, {}),
     "seed-1": ({}, {"seed": 1}),
     "seed-2": ({}, {"seed": 2}),
 }
