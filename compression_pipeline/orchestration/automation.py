@@ -47,7 +47,7 @@ def user_file_asset(key: dg.AssetKey, rel_path: str, what: str, group: str) -> d
 
         path = resolve_inside(Path(pipeline.data_root), rel_path)
         if not path.exists():
-            raise DatasetError(str(path), f"{what} not found")
+            raise DatasetError(str(path), f"file not found (the recipe's {what})")
         digest = data.content_version(path)
         return dg.ObserveResult(data_version=dg.DataVersion(digest),
                                 metadata={"path": dg.MetadataValue.path(str(path)), "sha256": digest,
