@@ -29,6 +29,17 @@ TINY = {
 NPZ_DIGITS = {"source": "npz", "path": "digits.npz", "image_shape": [8, 8], "value_max": 16, "classes": list(range(10))}
 
 
+def pytest_collection_modifyitems(config, items):
+    """The long tests first, longest first: `make test` runs the suite on two pytest-xdist workers that steal work
+    from each other, so the minutes-long ones start at once and the short ones fill the gaps around them."""
+
+    def minutes(item) -> float:
+        marks = [m for name in ("e2e", "browser") for m in item.iter_markers(name)]
+        return max((m.kwargs.get("minutes", 1) for m in marks), default=0)
+
+    items.sort(key=minutes, reverse=True)  # stable: file order among equals
+
+
 @pytest.fixture
 def tiny_recipe_dict():
     return copy.deepcopy(TINY)

@@ -1,8 +1,9 @@
 """Faults: a process killed in the middle leaves nothing half-written that anything reads, a failed run resumes
 from its failure, and two runs of one family at once do not corrupt each other's artifacts.
 
-The Dagster cases run the real CLI (`dagster job execute`, multiprocess executor: one process per step) on a
-persistent instance in a temporary DAGSTER_HOME, and kill a real step process with SIGKILL.
+The Dagster cases run the real CLI (`dagster job execute`) on a persistent instance in a temporary DAGSTER_HOME:
+the killed step with the multiprocess executor (a real step process gets SIGKILL), the two concurrent runs with the
+in-process executor (one process a run, as `make run`'s phases).
 """
 
 import copy
@@ -67,10 +68,11 @@ def _setup(tmp_path, monkeypatch, epochs=3):
     return settings, home, env
 
 
-def _execute(env) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "dagster", "job", "execute", "-m",
-                             "compression_pipeline.definitions", "-j", "tiny_recompress"], env=env, cwd=PROJECT_ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def _execute(env, config: Path | None = None) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "dagster", "job", "execute", "-m", "compression_pipeline.definitions",
+           "-j", "tiny_recompress", *(["-c", str(config)] if config else [])]
+    return subprocess.Popen(cmd, env=env, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
 
 
 def _lines(proc) -> "queue.Queue[str | None]":
@@ -158,7 +160,11 @@ def test_two_runs_of_one_family_at_once_do_not_corrupt_each_other(tmp_path, monk
     settings, home, env = _setup(tmp_path, monkeypatch)
     with dg.DagsterInstance.from_config(str(home)):
         pass  # an instance in use already has its database (two first-ever runs would race to create it)
-    procs = [_execute(env) for _ in range(2)]
+    # Each run in one process (the in-process executor, as `make run`'s phases run): what is tested is two runs
+    # writing the same assets at once; a process per step would only add ~18 imports of torch on 2 cores.
+    config = tmp_path / "in_process.yaml"
+    config.write_text("execution:\n  config:\n    in_process: {}\n")
+    procs = [_execute(env, config) for _ in range(2)]
     outs = [p.communicate(timeout=800)[0] for p in procs]
     for p, out in zip(procs, outs):
         assert p.returncode == 0, out[-3000:]
