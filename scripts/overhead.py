@@ -33,7 +33,7 @@ def plain(family: str, artifacts: Path) -> int:
     import dagster as dg
 
     from compression_pipeline.orchestration.family import Family
-    from compression_pipeline.orchestration.resources import PipelineResource
+    from compression_pipeline.orchestration.resources import HandleIOManager, PipelineResource
     from compression_pipeline.recipe import load_recipes
     from compression_pipeline.settings import Settings
 
@@ -41,9 +41,10 @@ def plain(family: str, artifacts: Path) -> int:
     recipe = next(r for r in load_recipes(settings.recipes_dir) if r.name == family)
     fam = Family(recipe)
     fam.build()
-    graph = dg.Definitions(assets=fam.assets).resolve_asset_graph()
     pipeline = PipelineResource(artifact_root=str(artifacts), data_root=str(settings.data_root),
                                 threads=settings.threads)
+    resources = {"pipeline": pipeline, "handles": HandleIOManager(artifact_root=str(artifacts))}
+    graph = dg.Definitions(assets=fam.assets, resources=resources).resolve_asset_graph()
     context = SimpleNamespace(log=SimpleNamespace(info=lambda message: None))
     handles, built = {}, 0
     for key in graph.toposorted_asset_keys:
@@ -79,7 +80,7 @@ def main(argv=None) -> int:
         print(f"plain: {n} assets in {time.perf_counter() - t0:.1f} s")
         return 0
     out = Path(args.out or tempfile.mkdtemp(prefix="overhead_"))
-    walls = {}
+    walls, failed = {}, []
     for name in ("plain", "launcher"):
         folder = out / name
         (folder / "home").mkdir(parents=True, exist_ok=True)
@@ -91,6 +92,11 @@ def main(argv=None) -> int:
         walls[name], code = timed(cmd, env, folder / "log.txt")
         print(f"{name}: {walls[name]:.1f} s wall ({walls[name] / 60:.2f} min), exit {code}, log {folder / 'log.txt'}",
               flush=True)
+        if code:
+            failed.append(name)
+    if failed:
+        print(f"\nno ratio: {', '.join(failed)} failed (see the log)")
+        return 1
     print(f"\nlauncher / plain: {walls['launcher'] / walls['plain']:.2f}x")
     return 0
 

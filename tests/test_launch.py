@@ -10,10 +10,11 @@ import sys
 
 import dagster as dg
 import pytest
+import yaml
 
 from compression_pipeline.settings import PROJECT_ROOT
 
-from conftest import write_recipe
+from conftest import DEFAULT_RECIPE, write_recipe
 
 pytestmark = pytest.mark.e2e
 
@@ -43,37 +44,116 @@ def _runs(home) -> list:
             return [r.dagster_run for r in instance.get_run_records()]
 
 
-def test_both_frameworks_in_phases_with_one_line_per_step(roots, tmp_path, tiny_recipe_dict):
-    tiny_recipe_dict["baseline"]["frameworks"] = ["torch", "tensorflow"]
-    tiny_recipe_dict["variants"]["tflite_int8"] = {"from": "baseline", "method": "tflite_quantize", "mode": "int8",
-                                                   "samples": 64, "frameworks": ["tensorflow"]}
-    tiny_recipe_dict["select"] = {"objective": "file_bytes"}  # any format may win: the candidate keeps its own
-    write_recipe(roots, tiny_recipe_dict)
-    run, home = _launch(roots, tmp_path, "tiny")
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+@pytest.mark.e2e(minutes=5)
+def test_default_recipe_end_to_end(roots, tmp_path):
+    """`make run` on the default recipe exactly as shipped, with only the benchmark protocol shortened (every cell
+    still times its 50 runs; no time-based warmup or minimum): both frameworks in phases, one line per step, every
+    gate passed, and the report, the plots and the candidate with each method's claim."""
+    recipe = yaml.safe_load(DEFAULT_RECIPE.read_text())
+    recipe["benchmark"].update(warmup_runs=2, warmup_s=0.0, min_time_s=0.0)
+    write_recipe(roots, recipe)
+    run, home = _launch(roots, tmp_path, "digits")
+    assert run.returncode == 0, run.stdout[-5000:] + run.stderr[-3000:]
     out = run.stdout
-    # 2 data + torch (baseline, export, int8) + 2 benchmarks + TF (baseline, onnx, tflite, int8, tflite_int8)
-    # + 3 benchmarks + report + candidate
-    steps = re.findall(r"^\[\s*(\d+)/(\d+)\] (tiny/\S+)", out, re.MULTILINE)
-    assert len(steps) == 17 and {t for _, t, _ in steps} == {"17"}, out
-    assert [int(k) for k, _, _ in steps] == list(range(1, 18))
-    assert re.search(r"\] tiny/splits +\d+\.\d s  schema ok, value_range ok", out)
-    assert re.search(r"\] tiny/torch_int8 +\d+\.\d s  accuracy_gate ok", out), out
+    steps = re.findall(r"^\[\s*(\d+)/(\d+)\] (digits/\S+) +(?:\d+\.\d s|-) +(.*)$", out, re.MULTILINE)
+    assert [int(k) for k, *_ in steps] == list(range(1, 69)) and {t for _, t, *_ in steps} == {"68"}, out
     assert "DEBUG" not in out and "STEP_START" not in out  # Dagster's own event lines go to the log file
-    assert "0 failed gate(s), 0 failed step(s)" in out and "| int8 | tensorflow | quantize_static |" in out
+    # 7 data gates; an accuracy gate per model (13 PyTorch, 11 TensorFlow); parity + accuracy on each of the 8
+    # PyTorch exports and on the ONNX and TFLite export of each of the 4 Keras models; the candidate's
+    gates = [g for *_, tail in steps for g in re.findall(r"(\w+) (ok|FAILED)", tail)]
+    assert len(gates) == 7 + 24 + 16 + 16 + 1 and all(ok == "ok" for _, ok in gates), out
+    assert re.search(r"\] digits/splits +\d+\.\d s  schema ok, value_range ok", out)
+    assert "0 failed gate(s), 0 failed step(s), 0 skipped" in out and "| int8 | tensorflow | quantize_static |" in out
     runs = _runs(home)
     phases = {r.tags["compression_pipeline/phase"]: r for r in runs}
     assert set(phases) == {"data", "torch", "torch-benchmarks", "tensorflow", "tensorflow-benchmarks", "reports"}
-    assert all(r.status == dg.DagsterRunStatus.SUCCESS and r.job_name == "tiny_recompress" for r in runs)
-    assert len({r.tags["compression_pipeline/launch"] for r in runs}) == 1
-    report = json.loads((roots.artifact_root / "tiny/report/report.json").read_text())
-    runtimes = {(m["framework"], m["name"]): {b["runtime"] for b in m["benchmarks"]} for m in report["models"]}
-    assert runtimes == {("torch", "baseline"): {"onnxruntime", "torch"}, ("torch", "int8"): {"onnxruntime"},
-                        ("tensorflow", "baseline"): {"onnxruntime", "tensorflow", "tflite"},
-                        ("tensorflow", "int8"): {"onnxruntime"}, ("tensorflow", "tflite_int8"): {"tflite"}}
-    chosen = json.loads((roots.artifact_root / "tiny/deployment_candidate/current/decision.json").read_text())["chosen"]
-    m = next(m for m in report["models"] if f"{m['framework']}_{m['name']}" == chosen)
-    assert m["file_bytes"] == min(x["file_bytes"] for x in report["models"])
+    assert all(r.status == dg.DagsterRunStatus.SUCCESS and r.job_name == "digits_recompress" for r in runs)
+    assert len(runs) == 6 and len({r.tags["compression_pipeline/launch"] for r in runs}) == 1
+    report = json.loads((roots.artifact_root / "digits/report/report.json").read_text())
+    by_fw = {fw: {m["name"]: m for m in report["models"] if m["framework"] == fw} for fw in ("torch", "tensorflow")}
+    models, tf = by_fw["torch"], by_fw["tensorflow"]
+    assert set(models) == {"baseline", "int8", "dynamic_int8", "fp16", "sparse80", "pruned50", "lowrank", "student",
+                           "pruned50_int8", "student_int8", "shared5", "sparse90", "sparse90_shared4"}
+    assert set(tf) == {"baseline", "int8", "dynamic_int8", "fp16", "sparse80", "lowrank", "student", "student_int8",
+                       "tflite_dynamic", "tflite_float16", "tflite_int8"}
+    _check_tensorflow(report, models, tf)
+    base, int8 = models["baseline"], models["int8"]
+    assert base["accuracy"] >= 0.93 and base["params"] > 1_000_000
+    assert int8["file_bytes"] <= 0.35 * base["file_bytes"]
+    # the recipe's tolerances, held by the gates
+    assert all(m["accuracy_drop"] <= m["tolerance"]["value"] for m in report["models"] if m["tolerance"])
+    # every drop with its interval from the paired predictions on digits' 360 test images
+    assert all(m["test_samples"] == 360 for m in report["models"])
+    for m in report["models"]:
+        if m["parent"]:
+            lo, hi = m["accuracy_drop_ci"]
+            assert lo <= m["accuracy_drop"] <= hi and hi - lo >= 2 / 360, m
+    # each method's own claim, on the deployed artifact
+    assert models["sparse80"]["nonzero_params"] <= 0.25 * base["params"]
+    assert "no dense speedup" in models["sparse80"]["note"]
+    assert models["sparse80"]["gzip_bytes"] <= 0.4 * base["gzip_bytes"]
+    assert models["pruned50"]["params"] <= 0.30 * base["params"] and models["pruned50"]["macs_ratio"] <= 0.30
+    assert models["pruned50_int8"]["file_bytes"] <= 0.10 * base["file_bytes"]
+    assert models["fp16"]["file_bytes"] <= 0.55 * base["file_bytes"]
+    assert models["lowrank"]["params"] <= 0.5 * base["params"]
+    assert models["student"]["params"] <= 0.2 * base["params"]
+    # weight sharing: the compact format (codebooks + packed indices, entropy coded) is where the storage goes
+    assert models["shared5"]["compact_bytes"] <= 0.25 * base["file_bytes"]
+    assert models["sparse90_shared4"]["compact_bytes"] * 25 <= base["file_bytes"]
+    assert models["sparse90_shared4"]["chain"] == ["baseline", "sparse90", "sparse90_shared4"]
+    assert (roots.artifact_root / models["sparse90_shared4"]["compact_artifact"]).is_file()
+    ablation = models["student"]["ablation"]
+    assert {"distilled_accuracy", "student_alone_accuracy", "gain"} <= set(ablation)
+    assert models["student_int8"]["chain"] == ["baseline", "student", "student_int8"]
+    assert {(b["runtime"], b["batch_size"]) for b in base["benchmarks"]} == {
+        ("onnxruntime", 1), ("onnxruntime", 32), ("torch", 1), ("torch", 32)}
+    assert {(b["runtime"], b["batch_size"]) for b in int8["benchmarks"]} == {("onnxruntime", 1), ("onnxruntime", 32)}
+    assert {(b["runtime"], b["batch_size"]) for b in models["pruned50"]["benchmarks"]} == {
+        ("onnxruntime", 1), ("onnxruntime", 32), ("torch", 1), ("torch", 32)}
+    assert all(b["runs"] >= 50 and b["provider"] for m in report["models"] for b in m["benchmarks"])
+    assert report["environment"]["cpu"]["cores"] >= 1 and "onnxruntime-gpu" in str(report["environment"]["libraries"]) \
+        or "onnxruntime" in report["environment"]["libraries"]
+    md = (roots.artifact_root / "digits/report/report.md").read_text()
+    assert "| int8 | torch | quantize_static | baseline |" in md
+    folder = roots.artifact_root / "digits/report"
+    assert all((folder / f"{p}.png").read_bytes().startswith(b"\x89PNG")
+               for p in ("accuracy_latency", "sizes", "speedup"))
+    assert (folder / "report.html").read_text().count("data:image/png;base64,") == 4  # + frameworks.png
+    # Every model on every runtime available here, with the full statistics; fp16 skipped on CPU with a reason.
+    assert all({"p50_ms", "p90_ms", "p95_ms", "p99_ms", "mean_ms", "std_ms", "throughput", "load_s", "peak_host_mb"}
+               <= set(b) for m in report["models"] for b in m["benchmarks"])
+    decision = json.loads((roots.artifact_root / "digits/deployment_candidate/current/decision.json").read_text())
+    names = {f"{m['framework']}_{m['name']}" for m in report["models"]}
+    assert decision["chosen"] in names and set(decision["reasons"]) == names - {decision["chosen"]}
+    assert "| pruned50_int8 | torch | quantize_static | pruned50 |" in md
+    assert "**sparse80** (torch, prune_unstructured): storage only: no dense speedup" in md
+    assert "trained alone" in md
+
+
+def _check_tensorflow(report, torch_models, tf):
+    """The TensorFlow half of the default recipe, and the comparison with PyTorch."""
+    base, tbase = torch_models["baseline"], tf["baseline"]
+    assert tbase["params"] == base["params"] and tbase["accuracy"] >= 0.93  # the same CNN, same gate
+    assert {(b["runtime"], b["batch_size"]) for b in tbase["benchmarks"]} == {
+        (rt, bs) for rt in ("onnxruntime", "tensorflow", "tflite") for bs in (1, 32)}
+    assert {b["runtime"] for b in tf["tflite_int8"]["benchmarks"]} == {"tflite"}
+    assert tf["tflite_int8"]["format"] == "tflite"
+    assert {b["runtime"] for b in tf["int8"]["benchmarks"]} == {"onnxruntime"}
+    assert {b["runtime"] for b in tf["sparse80"]["benchmarks"]} == {"onnxruntime", "tensorflow", "tflite"}
+    # each method's claim in Keras too
+    assert tf["int8"]["file_bytes"] <= 0.35 * tbase["file_bytes"]
+    assert tf["tflite_int8"]["file_bytes"] <= 0.35 * tbase["file_bytes"]
+    assert tf["tflite_dynamic"]["file_bytes"] <= 0.35 * tbase["file_bytes"]
+    assert tf["tflite_float16"]["file_bytes"] <= 0.55 * tbase["file_bytes"]
+    assert tf["sparse80"]["nonzero_params"] <= 0.25 * tbase["params"]
+    assert tf["lowrank"]["params"] <= 0.5 * tbase["params"] and tf["student"]["params"] <= 0.2 * tbase["params"]
+    assert tf["student"]["ablation"]["runtime"] == "tensorflow"
+    # the comparison: every model built in both frameworks, side by side, from the measured entries
+    compared = {c["name"]: c for c in report["framework_comparison"]}
+    assert set(compared) == set(torch_models) & set(tf)
+    rows = {r["framework"]: r for r in compared["int8"]["rows"]}
+    assert rows["tensorflow"]["accuracy"] == tf["int8"]["accuracy"]
+    assert rows["torch"]["file_bytes"] == torch_models["int8"]["file_bytes"]
 
 
 def test_an_unknown_family_is_named_with_the_ones_there_are(roots, tmp_path, tiny_recipe_dict):
