@@ -9,8 +9,8 @@ the functions that need them).
 
 from compression_pipeline.data.batches import as_images, feed
 from compression_pipeline.data.files import content_bytes, content_version, read_npz, to_npz_bytes
-from compression_pipeline.data.sources import BUILTIN_ROWS, RawData, load_raw, source_path
+from compression_pipeline.data.sources import BUILTIN_ROWS, RawData, file_under, load_raw, source_path
 from compression_pipeline.data.splits import SPLITS, known_test_rows, preprocess, value_max
 
-__all__ = ["BUILTIN_ROWS", "SPLITS", "RawData", "as_images", "content_bytes", "content_version", "feed",
+__all__ = ["BUILTIN_ROWS", "SPLITS", "RawData", "as_images", "content_bytes", "content_version", "feed", "file_under",
            "known_test_rows", "load_raw", "preprocess", "read_npz", "source_path", "to_npz_bytes", "value_max"]

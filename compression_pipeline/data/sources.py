@@ -87,12 +87,18 @@ def source_path(dataset, data_root: str | Path) -> Path:
     """The file or folder a file-based dataset is read from: inside the data root, and present."""
     if not getattr(dataset, "path", None):
         raise DatasetError(dataset.source, "a built-in dataset has no source file")
+    return file_under(data_root, dataset.path, "dataset")
+
+
+def file_under(data_root: str | Path, rel_path: str, what: str) -> Path:
+    """A file or folder the recipe names (its dataset, a baseline's weights or ONNX file): inside the data root, and
+    present; otherwise a DatasetError naming the path and what the recipe meant it for."""
     try:
-        path = resolve_inside(Path(data_root), dataset.path)
+        path = resolve_inside(Path(data_root), rel_path)
     except PipelineError as e:  # '..' or a symlink that leaves the data root
-        raise DatasetError(str(Path(data_root) / dataset.path), str(e)) from None
+        raise DatasetError(str(Path(data_root) / rel_path), str(e)) from None
     if not path.exists():
-        raise DatasetError(str(path), "file not found")
+        raise DatasetError(str(path), f"file not found (the recipe's {what})")
     return path
 
 

@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import dagster as dg
 
@@ -42,12 +41,7 @@ def user_file_asset(key: dg.AssetKey, rel_path: str, what: str, group: str) -> d
     file), observed by content hash: a changed file is a new data version, which rebuilds what reads it."""
 
     def observe(pipeline: PipelineResource) -> dg.ObserveResult:
-        from compression_pipeline.errors import DatasetError
-        from compression_pipeline.settings import resolve_inside
-
-        path = resolve_inside(Path(pipeline.data_root), rel_path)
-        if not path.exists():
-            raise DatasetError(str(path), f"file not found (the recipe's {what})")
+        path = data.file_under(pipeline.data_root, rel_path, what)
         digest = data.content_version(path)
         return dg.ObserveResult(data_version=dg.DataVersion(digest),
                                 metadata={"path": dg.MetadataValue.path(str(path)), "sha256": digest,
