@@ -30,6 +30,7 @@ from compression_pipeline.types import (
     ImportModel,
     OnnxModel,
     Strict,
+    TrainingSetup,
     ZooModel,
     relative_path,
     source_of,
@@ -298,6 +299,9 @@ class Variant(Strict):
     # The frameworks this variant is built in (default: all of its parent's). A method one framework lacks
     # (e.g. share_weights in TensorFlow) is limited to the others here.
     frameworks: list[Framework] | None = Field(None, min_length=1)
+    # How this variant trains: the family's `training` block with the fields given here replaced (parse_recipe
+    # merges and validates them together); None: the family's block.
+    training: TrainingSetup | None = None
 
     _unique_frameworks = field_validator("frameworks")(classmethod(lambda cls, v: v if v is None else _unique(v)))
 
@@ -309,6 +313,7 @@ class Recipe(Strict):
     baseline: Baseline = ZooBaseline()
     gates: Gates = Gates()
     variants: dict[str, Variant] = Field(default_factory=dict)
+    training: TrainingSetup = TrainingSetup()  # how the models that train here train (devices, precision, ...)
     benchmark: Benchmark = Benchmark()
     select: Select = Select()
     schedule: str = "0 2 * * *"
@@ -335,6 +340,22 @@ class Recipe(Strict):
             return framework
         v = self.variants[name]
         return get_method(v.method).output_form(self.form(v.parent, framework))
+
+    def training_for(self, name: str) -> TrainingSetup:
+        """How model ``name`` trains: its variant's merged ``training`` block, else the family's."""
+        v = self.variants.get(name)
+        return (v and v.training) or self.training
+
+    def trains(self, name: str, framework: str) -> bool:
+        """Whether building model ``name`` in ``framework`` trains a network (a training baseline, distillation,
+        fine-tuning after a method): what the ``training`` block applies to."""
+        if name == "baseline":
+            return framework in FRAMEWORKS and getattr(self.baseline, "train", True) \
+                and self.baseline.source != "onnx"
+        v = self.variants[name]
+        if self.form(v.parent, framework) not in FRAMEWORKS or self.form(name, framework) not in FRAMEWORKS:
+            return False
+        return hasattr(v.config, "student") or getattr(v.config, "finetune_epochs", 0) > 0
 
     def tolerance(self, name: str) -> Tolerance:
         v = self.variants.get(name)
@@ -381,7 +402,8 @@ def _raise_from(path, err: ValidationError, prefix=()):
     raise RecipeError(path, loc, f"{msg}{shown}{allowed}") from None
 
 
-VARIANT_KEYS = ("from", "method", "max_accuracy_drop", "frameworks")  # the rest of a variant is its method's config
+# The rest of a variant is its method's config.
+VARIANT_KEYS = ("from", "method", "max_accuracy_drop", "frameworks", "training")
 
 
 def parse_recipe(data: Any, path: str | Path = "<recipe>") -> Recipe:
@@ -414,14 +436,72 @@ def parse_recipe(data: Any, path: str | Path = "<recipe>") -> Recipe:
             _raise_from(path, err, ("variants", vname))
         variants[vname] = {"from": spec["from"], "method": spec["method"], "config": config,
                            **{k: spec[k] for k in VARIANT_KEYS[2:] if k in spec}}
+        if "training" in spec:
+            variants[vname]["training"] = _merged_training(path, data.get("training"), spec["training"], where)
     try:
         recipe = Recipe.model_validate({**data, "variants": variants, "source_path": str(path)})
     except ValidationError as err:
         _raise_from(path, err)
     _check_graph(recipe, path)
+    _check_training(recipe, path)
     _check_select(recipe, path)
     _check_tolerances(recipe, path)
     return recipe
+
+
+def _merged_training(path, family, own, where: str) -> TrainingSetup:
+    """A variant's ``training`` block: the family's with the fields the variant gives replaced, validated together
+    (a variant asking for fp16 in a family that trains on CUDA is fine; the same fields alone would not be)."""
+    for block, at in ((family, "training"), (own, f"{where}.training")):
+        if block is not None and not isinstance(block, dict):
+            raise RecipeError(path, at, f"must be a mapping of training settings, got {block!r}")
+    merged = {**(family or {}), **own}
+    try:
+        return TrainingSetup.model_validate(merged)
+    except ValidationError as err:
+        _raise_from(path, err, (*where.split("."), "training"))
+
+
+# Fields of the training block that Keras models do not take (they train in one process, fp32, unaugmented).
+KERAS_REFUSES = {"processes": 1, "precision": "fp32", "augment": []}
+
+
+def _check_training(recipe: Recipe, path) -> None:
+    """The ``training`` blocks against what each model that trains can do: Keras models train in one process in
+    fp32 without augmentation (tf.distribute is not wired: see README "Training on devices"); a teacher's logits
+    are computed once on unaugmented images, so augmentation and a teacher exclude each other; weight sharing's
+    centroid fine-tune runs in one process; a variant's own block on a model that never trains is a mistake."""
+    for name in ["baseline", *recipe.variants]:
+        where = "training" if name == "baseline" or recipe.variants[name].training is None \
+            else f"variants.{name}.training"
+        setup = recipe.training_for(name)
+        fws = recipe.frameworks_of(name)
+        trains = [fw for fw in fws if recipe.trains(name, fw)]
+        if name != "baseline" and recipe.variants[name].training is not None and not trains:
+            raise RecipeError(path, where, f"variant {name!r} ({recipe.variants[name].method}) trains nothing in "
+                                           f"{fws}, so a training block does not apply to it (a method trains with "
+                                           f"finetune_epochs > 0, or distill)")
+        if not trains:
+            continue
+        what = "the baseline" if name == "baseline" else f"variant {name!r}"
+        if "tensorflow" in trains:
+            for field, default in KERAS_REFUSES.items():
+                if getattr(setup, field) != default:
+                    raise RecipeError(path, f"{where}.{field}", f"{getattr(setup, field)!r} applies to PyTorch "
+                                      f"models, but {what} also trains in tensorflow (Keras models train in one "
+                                      f"process, fp32, unaugmented); allowed there: {default!r}; or build "
+                                      f"{what} in torch only ('frameworks: [torch]')")
+        if name == "baseline":
+            continue
+        config = recipe.variants[name].config
+        teacher = hasattr(config, "student") or getattr(config, "finetune_teacher", "none") == "parent"
+        if teacher and setup.augment:
+            raise RecipeError(path, f"{where}.augment", f"{what} learns from a teacher whose logits are computed "
+                                                        f"once on unaugmented images: augmentation would pair them "
+                                                        f"with other images; allowed: [] for this variant")
+        if recipe.variants[name].method == "share_weights" and setup.processes > 1:
+            raise RecipeError(path, f"{where}.processes", f"{setup.processes} (share_weights fine-tunes its "
+                                                          f"centroids in one process); allowed: 1")
 
 
 def _check_tolerances(recipe: Recipe, path) -> None:

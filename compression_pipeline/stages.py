@@ -104,8 +104,10 @@ def baseline(recipe: Recipe, store: ArtifactStore, splits_h: Handle, framework: 
     extra = {"method": "train", "parent": None, "source": b.model_dump(mode="json")}
     if getattr(b, "train", True):
         t0 = time.perf_counter()
-        extra["history"] = fw.fit(model, parts, spec, Fit(epochs=b.epochs, batch_size=b.batch_size, lr=b.lr,
-                                                          seed=recipe.dataset.seed), log=log)
+        history = fw.fit(model, parts, spec, Fit(epochs=b.epochs, batch_size=b.batch_size, lr=b.lr,
+                                                 seed=recipe.dataset.seed, setup=recipe.training_for("baseline")),
+                         log=log)
+        extra.update(history=list(history), training=history.training)  # how it was trained: the report's words
         extra["compress_s"] = time.perf_counter() - t0
     else:
         extra["method"] = "as given"
@@ -124,7 +126,7 @@ def variant(recipe: Recipe, store: ArtifactStore, name: str, framework: str, par
     impl = get_method(v.method).impls[framework]
     model = fw.load(store.path(parent.artifact, verify=True))
     ctx = Context(framework=fw, splits=parts, spec=spec, seed=recipe.dataset.seed, threads=threads,
-                  data_root=data_root, log=log)
+                  data_root=data_root, log=log, training=recipe.training_for(name))
     t0 = time.perf_counter()
     model, method_info = impl(model, v.config, ctx)
     compress_s = time.perf_counter() - t0

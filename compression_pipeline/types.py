@@ -120,6 +120,87 @@ ModelSource = Annotated[Annotated[ZooModel, Tag("zoo")] | Annotated[ImportModel,
 
 
 
+# --- how a model is trained: devices, processes, precision, data placement, augmentation -------------------------
+class RandomCrop(Strict):
+    """Pad every image by ``padding`` pixels on each side (zeros or a reflection), then cut a random window of the
+    image's own size: a shift of up to ``padding`` pixels."""
+
+    op: Literal["random_crop"]
+    padding: int = Field(4, ge=1, le=64)
+    fill: Literal["zeros", "reflect"] = "zeros"
+
+
+class Flip(Strict):
+    """Mirror each image left-right (``hflip``) or top-bottom (``vflip``) with probability ``p``."""
+
+    op: Literal["hflip", "vflip"]
+    p: float = Field(0.5, gt=0, le=1)
+
+
+class Noise(Strict):
+    """Add Gaussian noise of standard deviation ``std`` (in the fed, normalized values) to every sample."""
+
+    op: Literal["noise"]
+    std: float = Field(gt=0, le=10)
+
+
+Augmentation = Annotated[RandomCrop | Flip | Noise, Field(discriminator="op")]
+
+
+class TrainingSetup(Strict):
+    """Where and how a PyTorch model trains (the recipe's ``training`` block, per family, overridable per variant).
+
+    The defaults are the single-process CPU loop: one process, fp32, the training split in memory, no augmentation.
+    ``device``: ``cpu``, ``cuda`` (an error where CUDA is absent) or ``auto`` (CUDA when usable). ``processes``: data
+    parallel workers (torch.distributed DistributedDataParallel), one device each on CUDA (``devices``: their
+    indices, default 0..processes-1); ``backend`` ``auto`` is NCCL on CUDA and gloo on CPU. ``precision``: ``fp32``,
+    ``bf16`` or ``fp16`` autocast (fp16 with loss scaling, CUDA only), ``auto`` (bf16 where the GPU has it, else
+    fp16; fp32 on CPU). ``preload``: ``auto`` moves the whole training split to the device once when it fits in
+    ``memory_fraction`` of the device's memory, else batches travel from pinned host memory with non-blocking copies,
+    ``prefetch`` batches ahead; ``always`` / ``never`` force one way. ``augment``: tensor operations run on the
+    device on every training batch, seeded by ``augment_seed`` (default: the dataset's seed). ``pool``: the Dagster
+    concurrency pool a step training on CUDA claims.
+    """
+
+    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    processes: int = Field(1, ge=1, le=64)
+    devices: list[Annotated[int, Field(ge=0)]] | None = Field(None, min_length=1)
+    backend: Literal["auto", "gloo", "nccl"] = "auto"
+    precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
+    preload: Literal["auto", "always", "never"] = "auto"
+    memory_fraction: float = Field(0.5, gt=0, le=0.95)
+    prefetch: int = Field(2, ge=1, le=16)
+    augment: list[Augmentation] = Field(default_factory=list)
+    augment_seed: int | None = None
+    pool: str = Field("gpu", pattern=r"^[A-Za-z0-9_.-]+$")
+    timeout_s: float = Field(1800.0, gt=0)  # how long a worker waits for the others at a collective
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.backend == "nccl" and self.device == "cpu":
+            raise ValueError("backend 'nccl' needs CUDA devices, but device is 'cpu': use backend 'gloo' (or "
+                             "'auto') on CPU, or device 'cuda'")
+        if self.precision == "fp16" and self.device == "cpu":
+            raise ValueError("precision 'fp16' (autocast with loss scaling) is for CUDA; on CPU use 'bf16' or "
+                             "'fp32' (fp16 convolutions are slower than fp32 on CPUs)")
+        if self.devices is not None:
+            if self.device == "cpu":
+                raise ValueError("devices lists CUDA device indices, but device is 'cpu'")
+            if len(set(self.devices)) != len(self.devices):
+                raise ValueError(f"each CUDA device may appear once, got {self.devices}")
+            if self.processes > len(self.devices):
+                raise ValueError(f"{self.processes} processes but {len(self.devices)} devices {self.devices}: one "
+                                 f"device per process (fewer processes, or more devices)")
+        return self
+
+    @property
+    def distributed(self) -> bool:
+        return self.processes > 1
+
+    def defaults(self) -> bool:
+        """True when nothing differs from the single-process CPU fp32 loop."""
+        return self == TrainingSetup()
+
 
 class InputSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")

@@ -52,6 +52,49 @@ def _good(root: Path, family: str, noun: str) -> Handle | None:
     return Handle.model_validate(json.loads(p.read_text())) if p.is_file() else None
 
 
+def training_section(epochs: int = 2, width: int = 64) -> list[dict]:
+    """Training throughput (issue 15): the zoo CNN on the digits through the one training loop, on 1 GPU in fp32 and
+    bf16, with the split preloaded on the device and with pinned host batches; then on every GPU of the machine
+    (NCCL data parallel) when there are several. Where CUDA is not usable: 1 vs 2 gloo workers on CPU. samples/s
+    counts the training steps (validation and worker start-up excluded)."""
+    import torch
+
+    from compression_pipeline import data
+    from compression_pipeline.frameworks import get
+    from compression_pipeline.frameworks.base import Fit
+    from compression_pipeline.recipe import Dataset
+    from compression_pipeline.types import TrainingSetup, ZooModel
+
+    ds = Dataset()
+    parts, spec = data.preprocess(data.load_raw(ds, "."), ds)
+    fw = get("torch")
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if gpus:
+        setups = [TrainingSetup(device="cuda", precision=p, preload=pre) for p in ("fp32", "bf16")
+                  for pre in ("always", "never")]
+        if gpus > 1:
+            setups += [TrainingSetup(device="cuda", processes=gpus, precision=p) for p in ("fp32", "bf16")]
+    else:
+        setups = [TrainingSetup(), TrainingSetup(processes=2)]
+    rows = []
+    for setup in setups:
+        model = fw.build(ZooModel(arch="cnn", width=width), spec, seed=0)
+        try:
+            h = fw.fit(model, parts, spec, Fit(epochs=epochs, batch_size=256, lr=3e-3, seed=0, setup=setup))
+        except Exception as e:  # noqa: BLE001 - one setup's failure is a row of the check, not its end
+            rows.append({**setup.model_dump(mode="json"), "error": f"{type(e).__name__}: {e}"})
+            print(f"  training {setup.model_dump(exclude_defaults=True)}: FAILED {e}", flush=True)
+            continue
+        acc = float((fw.predict(model, parts["X_test"], spec).argmax(1) == parts["y_test"]).mean())
+        t = h.training
+        rows.append({**{k: t.get(k) for k in ("device", "processes", "backend", "precision", "preload",
+                                             "samples_per_s", "train_s", "job_wall_s")}, "test_accuracy": acc})
+        print(f"  training {t['device']} x{t['processes']} {t['precision']} "
+              f"{'preloaded' if t['preload'] else 'host batches'}: {t['samples_per_s']:,.0f} samples/s, "
+              f"accuracy {acc:.4f}", flush=True)
+    return rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, required=True, help="folder for gpu_check.json, report.html and the plots")
@@ -123,7 +166,9 @@ def main(argv=None) -> int:
         "io_binding_cells": sum(bool(r.get("io_binding")) for r in rows),
         "fp16_cells": sum(r.get("precision") == "fp16" for r in rows),
         "skipped": [s for m in rep["models"] for s in m.get("benchmarks_skipped", [])],
-        "cells": rows, "environment": rep["environment"], "total_s": round(time.perf_counter() - t_start, 1),
+        "cells": rows, "environment": rep["environment"],
+        "training": phase("training", training_section),
+        "total_s": round(time.perf_counter() - t_start, 1),
     }
     (args.out / "gpu_check.json").write_text(json.dumps(result, indent=1, default=float))
     print(f"\n{'model':<10}{'runtime':<13}{'prec':<6}{'batch':>6}{'device':>8}{'p50 ms':>10}{'p99 ms':>10}"

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from compression_pipeline.types import InputSpec, Layout
+from compression_pipeline.types import InputSpec, Layout, TrainingSetup
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,17 @@ class Fit:
     seed: int = 0
     temperature: float = 4.0
     alpha: float = 0.7
+    # Where and how (devices, processes, precision, preload, augmentation): None is the single-process CPU loop.
+    # PyTorch takes every field; Keras one process in fp32 without augmentation (the recipe refuses the rest).
+    setup: TrainingSetup | None = None
+
+
+class History(list):
+    """A fit's per-epoch history ({"epoch", "loss", "val_accuracy"} each), with ``training``: how it was trained
+    (device, processes, backend, precision, preload, augmentation, epochs, wall time, samples per second). A list,
+    so every caller of ``fit`` reads it as before."""
+
+    training: dict | None = None
 
 
 class Framework(ABC):
@@ -75,7 +86,9 @@ class Framework(ABC):
             keep_zero: bool = False, log: Callable[[str], Any] | None = None) -> list[dict]:
         """Train ``model`` in place on ``splits`` (X_train, y_train, X_val, y_val; stored layout), the weights of
         the best validation epoch kept; with ``keep_zero``, weights that are zero when training starts stay zero (a
-        pruned model's masks). Returns one {"epoch", "loss", "val_accuracy"} per epoch."""
+        pruned model's masks). Returns one {"epoch", "loss", "val_accuracy"} per epoch, as a list whose ``training``
+        attribute records how it was trained (``pytorch_train.History``: device, processes, backend, precision,
+        preload, augmentation, epochs, wall time, samples per second)."""
 
     @abstractmethod
     def predict(self, model, X: np.ndarray, spec: InputSpec, batch_size: int = 256) -> np.ndarray:

@@ -14,13 +14,14 @@ import contextlib
 import io
 import math
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from compression_pipeline.frameworks.base import Fit, Framework
+from compression_pipeline.frameworks.base import Fit, Framework, History
 from compression_pipeline.types import InputSpec, Layout, ZooModel
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is first imported: no C++ info logs
@@ -96,7 +97,8 @@ class KerasFramework(Framework):
         import keras
 
         if fit.epochs < 1:
-            return []
+            return History()
+        t_start = time.perf_counter()
         keras.utils.set_random_seed(fit.seed)
         X, y = _feed(splits["X_train"], spec), np.asarray(splits["y_train"])
         if teacher is not None:
@@ -110,9 +112,11 @@ class KerasFramework(Framework):
         model.compile(optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(fit.lr, steps)),
                       loss=loss, jit_compile=False)
         callbacks = [_zero_keeper(model)] if keep_zero else []
-        history, best = [], (-1.0, None)
+        history, best, train_s = History(), (-1.0, None), 0.0
         for epoch in range(fit.epochs):
+            t0 = time.perf_counter()
             h = model.fit(X, y, epochs=1, batch_size=fit.batch_size, shuffle=True, verbose=0, callbacks=callbacks)
+            train_s += time.perf_counter() - t0
             val = float((self.predict(model, splits["X_val"], spec).argmax(1) == splits["y_val"]).mean())
             history.append({"epoch": epoch + 1, "loss": float(h.history["loss"][-1]), "val_accuracy": val})
             if log:
@@ -120,6 +124,7 @@ class KerasFramework(Framework):
             if val > best[0]:
                 best = (val, [w.copy() for w in model.get_weights()])
         model.set_weights(best[1])
+        history.training = _training_record(fit, len(X), train_s, time.perf_counter() - t_start)
         return history
 
     def predict(self, model, X: np.ndarray, spec: InputSpec, batch_size: int = 256) -> np.ndarray:
@@ -207,6 +212,18 @@ def _distill_loss(temperature: float, alpha: float):
         return alpha * temperature ** 2 * kl + (1 - alpha) * ce  # per sample; Keras averages over the batch
 
     return loss
+
+
+def _training_record(fit: Fit, rows: int, train_s: float, wall_s: float) -> dict:
+    """How a Keras model was trained, in the words of ``pytorch_train``'s record: one process, fp32, unaugmented
+    (the recipe refuses the rest for Keras models); the device is the one TensorFlow placed the model on."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_logical_devices("GPU")
+    return {"framework": "tensorflow", "device": "cuda" if gpus else "cpu", "processes": 1, "backend": None,
+            "precision": "fp32", "preload": True, "preload_reason": "Keras feeds the in-memory arrays",
+            "augment": [], "epochs": fit.epochs, "train_s": round(train_s, 3), "wall_s": round(wall_s, 3),
+            "samples": fit.epochs * rows, "samples_per_s": round(fit.epochs * rows / train_s, 1) if train_s else None}
 
 
 def _zero_keeper(model):

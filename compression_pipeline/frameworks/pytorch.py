@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from compression_pipeline.frameworks import pytorch_io
@@ -56,55 +55,12 @@ class PyTorch(Framework):
         return spec.default_layout("torch")
 
     def fit(self, model, splits, spec: InputSpec, fit: Fit, teacher=None, keep_zero: bool = False, log=None):
-        """As ``train.train``: seeded shuffling, Adam with a cosine schedule, the best validation epoch's weights
-        kept; with ``keep_zero``, weight tensors (2+ dimensions: convolutions, dense layers) keep their zeros: the
-        masks are re-applied after every optimizer step (biases and norm parameters are not masked)."""
-        torch.manual_seed(fit.seed)
-        device = device_of(model)
-        X = torch.from_numpy(_feed(splits["X_train"], spec))
-        y = torch.from_numpy(np.asarray(splits["y_train"])).long()
-        opt = torch.optim.Adam(model.parameters(), lr=fit.lr)
-        gen = torch.Generator().manual_seed(fit.seed)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(fit.epochs, 1))
-        masks = [(p, p != 0) for p in model.parameters() if keep_zero and p.dim() >= 2 and bool((p == 0).any())]
-        soft = None
-        if teacher is not None:  # frozen, no augmentation: its logits are computed once
-            teacher.eval()
-            with torch.no_grad():  # not inference_mode: these logits are used in the loss, outside that mode
-                soft = torch.cat([teacher(X[i: i + 512].to(device_of(teacher))).to(device)
-                                  for i in range(0, len(X), 512)])
-        history, best = [], (-1.0, None)
-        for epoch in range(fit.epochs):
-            model.train()
-            order = torch.randperm(len(X), generator=gen)
-            total = 0.0
-            for i in range(0, len(X), fit.batch_size):
-                idx = order[i: i + fit.batch_size]
-                logits = model(X[idx].to(device))
-                loss = F.cross_entropy(logits, y[idx].to(device))
-                if soft is not None:
-                    t = fit.temperature
-                    kd = F.kl_div(F.log_softmax(logits / t, 1), F.softmax(soft[idx] / t, 1), reduction="batchmean")
-                    loss = fit.alpha * kd * t ** 2 + (1 - fit.alpha) * loss
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                if masks:
-                    with torch.no_grad():
-                        for p, mask in masks:
-                            p.mul_(mask)
-                total += loss.item() * len(idx)
-            val_acc = float((self.predict(model, splits["X_val"], spec).argmax(1) == splits["y_val"]).mean())
-            sched.step()
-            history.append({"epoch": epoch + 1, "loss": total / len(X), "val_accuracy": val_acc})
-            if val_acc > best[0]:  # the best validation epoch's weights, not merely the last ones
-                best = (val_acc, {k: v.detach().clone() for k, v in model.state_dict().items()})
-            if log:
-                log(f"epoch {epoch + 1}/{fit.epochs}: loss {total / len(X):.4f}, val accuracy {val_acc:.4f}")
-        if best[1] is not None:
-            model.load_state_dict(best[1])
-        model.eval()
-        return history
+        """The one training loop (``pytorch_train``): seeded shuffling, Adam with a cosine schedule, the best
+        validation epoch's weights kept; with ``keep_zero``, weight tensors (2+ dimensions: convolutions, dense
+        layers) keep their zeros: the masks are re-applied after every optimizer step (biases and norm parameters
+        are not masked). ``fit.setup`` says where: this process on its device, or N data-parallel workers
+        (``pytorch_ddp``); the model is back on its own device afterwards."""
+        return train(model, splits, spec, fit, teacher=teacher, keep_zero=keep_zero, log=log)
 
     def predict(self, model, X: np.ndarray, spec: InputSpec, batch_size: int = 256) -> np.ndarray:
         model.eval()
@@ -180,6 +136,38 @@ class PyTorch(Framework):
         onnx.checker.check_model(proto)
         onnx.save(proto, str(path))
         return layout
+
+
+def train(model, splits, spec: InputSpec, fit: Fit, teacher=None, keep_zero: bool = False, log=None, params=None,
+          schedule: bool = True, keep_best: bool = True):
+    """``PyTorch.fit`` with the loop's other knobs: ``params`` (module -> the parameters to train), ``schedule``
+    (cosine; else a constant rate), ``keep_best`` (evaluate each epoch, keep the best). Weight sharing's centroid
+    fine-tune uses them."""
+    from compression_pipeline.frameworks import pytorch_ddp, pytorch_train
+    from compression_pipeline.types import TrainingSetup
+
+    original = device_of(model)
+    X = torch.from_numpy(_feed(splits["X_train"], spec))
+    data = pytorch_train.TrainData(X=X, y=torch.from_numpy(np.asarray(splits["y_train"])).long(),
+                                   X_val=torch.from_numpy(_feed(splits["X_val"], spec)),
+                                   y_val=torch.from_numpy(np.asarray(splits["y_val"])).long())
+    if teacher is not None:  # frozen and unaugmented: its logits are computed once
+        teacher.eval()
+        with torch.no_grad():  # not inference_mode: these logits are used in the loss, outside that mode
+            data.soft = torch.cat([teacher(X[i: i + 512].to(device_of(teacher))).float().cpu()
+                                   for i in range(0, len(X), 512)])
+    placement = pytorch_train.place(fit.setup or TrainingSetup(), data.nbytes(), fit.seed)
+    loop = pytorch_train.Loop(epochs=fit.epochs, batch_size=fit.batch_size, lr=fit.lr, seed=fit.seed,
+                              temperature=fit.temperature, alpha=fit.alpha, keep_zero=keep_zero, schedule=schedule,
+                              keep_best=keep_best, params=params)
+    if placement.processes > 1:
+        return pytorch_ddp.fit(model, data, loop, placement, log=log)
+    device = torch.device("cuda", placement.devices[0]) if placement.device == "cuda" else torch.device("cpu")
+    model.to(device)
+    try:
+        return pytorch_train.train(model, data, loop, placement, device=device, log=log)
+    finally:
+        model.to(original)
 
 
 def _kernels(model) -> dict[str, nn.Parameter]:

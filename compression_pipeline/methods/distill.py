@@ -41,7 +41,7 @@ def distill(model, config: Distill, ctx: Context):
                          f"{fw.name} one: a student is trained in its teacher's framework")
     initial = fw.build(config.student, ctx.spec, seed=ctx.seed, data_root=ctx.data_root)
     fit = Fit(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, seed=ctx.seed,
-              temperature=config.temperature, alpha=config.alpha)
+              temperature=config.temperature, alpha=config.alpha, setup=ctx.training)
     runs = {}
     for label, teacher in (("distilled", model), ("alone", None)):
         student = fw.copy(initial)  # identical initial weights for both runs
@@ -62,8 +62,10 @@ def result(runs: dict, teacher_params: int, student_params: int, config: Distill
     acc, history = runs["distilled"][1], runs["distilled"][2]
     alone_acc = runs["alone"][1]
     ablation = {"distilled_accuracy": acc, "student_alone_accuracy": alone_acc, "gain": acc - alone_acc,
-                "runtime": runtime, "epochs": config.epochs, "seed": seed, "alone_history": runs["alone"][2]}
-    return {"teacher_params": teacher_params, "student_params": student_params,
-            "student_params_ratio": student_params / teacher_params, "ablation": ablation, "history": history,
+                "runtime": runtime, "epochs": config.epochs, "seed": seed, "alone_history": list(runs["alone"][2])}
+    # How the distilled student (the model kept) was trained; the student trained alone ran the same way.
+    training = getattr(history, "training", None)
+    return {"teacher_params": teacher_params, "student_params": student_params, "training": training,
+            "student_params_ratio": student_params / teacher_params, "ablation": ablation, "history": list(history),
             "note": f"distilled {acc:.4f} vs the same student trained alone {alone_acc:.4f} "
                     f"({100 * (acc - alone_acc):+.2f} pp, {runtime}, same seed and epochs)"}

@@ -33,12 +33,13 @@ def finetune(model, config: FineTune, ctx: Context, teacher=None, keep_zero: boo
     if config.finetune_epochs == 0:
         return {"finetune_epochs": 0}
     fit = Fit(epochs=config.finetune_epochs, batch_size=config.finetune_batch_size, lr=config.finetune_lr,
-              seed=ctx.seed, temperature=config.finetune_temperature, alpha=config.finetune_alpha)
+              seed=ctx.seed, temperature=config.finetune_temperature, alpha=config.finetune_alpha,
+              setup=ctx.training)
     history = ctx.framework.fit(model, ctx.splits, ctx.spec, fit,
                                 teacher=teacher if config.finetune_teacher == "parent" else None,
                                 keep_zero=keep_zero, log=ctx.log)
     return {"finetune_epochs": config.finetune_epochs, "finetune_teacher": config.finetune_teacher,
-            "finetune_history": history}
+            "finetune_history": list(history), "training": getattr(history, "training", None)}
 
 
 def wants_teacher(config: FineTune) -> bool:

@@ -66,6 +66,7 @@ class Context:
     seed: int = 0
     threads: int | None = None
     data_root: Path | None = None  # where a student's trained weights are read from
+    training: Any = None  # the recipe's TrainingSetup for this model (None: one process, CPU, fp32)
     log: Callable[[str], Any] | None = field(default=None, repr=False)
 
     def say(self, message: str) -> None:

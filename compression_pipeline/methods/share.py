@@ -35,11 +35,12 @@ SHARE_NOTE = ("storage result: the dense ONNX file still holds float32 weights; 
 def share_weights(module, config: ShareWeights, ctx: Context):
     layers = shared_layers(module, config.layers)
     clusters = cluster(layers, config)
+    training = None
     if config.finetune_epochs:
-        finetune_centroids(module, layers, clusters, ctx, config.finetune_epochs, config.finetune_lr)
+        training = finetune_centroids(module, layers, clusters, ctx, config.finetune_epochs, config.finetune_lr)
     distinct = {name: len(np.unique(layer.weight.detach().cpu().numpy())) for name, layer in layers.items()}
     return module, {"shared_bits": config.bits, "shared_tensors": sorted(layers), "distinct_values": distinct,
-                    "note": SHARE_NOTE}
+                    "note": SHARE_NOTE, "training": training}
 
 
 def _kmeans_1d(values: np.ndarray, k: int, init: str, max_iter: int) -> tuple[np.ndarray, np.ndarray]:
@@ -83,13 +84,14 @@ def cluster(layers: dict[str, object], config: ShareWeights) -> dict[str, tuple]
 
 
 def finetune_centroids(module, layers: dict[str, object], clusters: dict[str, tuple], ctx: Context, epochs: int,
-                       lr: float, batch_size: int = 64) -> None:
-    """Train only the centroids: weight = centroids[labels] at the nonzero positions, zero elsewhere."""
+                       lr: float, batch_size: int = 64) -> dict:
+    """Train only the centroids: weight = centroids[labels] at the nonzero positions, zero elsewhere. Returns how
+    it was trained (``pytorch_train.History.training``)."""
     import torch
-    import torch.nn.functional as F
     from torch.nn.utils import parametrize
 
-    from compression_pipeline.data.batches import feed
+    from compression_pipeline.frameworks import pytorch
+    from compression_pipeline.frameworks.base import Fit
 
     class Shared(torch.nn.Module):
         def __init__(self, centroids, labels, mask, shape):
@@ -103,28 +105,17 @@ def finetune_centroids(module, layers: dict[str, object], clusters: dict[str, tu
             flat = torch.zeros(self.numel, dtype=self.centroids.dtype, device=self.centroids.device)
             return flat.index_put((self.positions,), self.centroids[self.labels]).reshape(self.shape)
 
-    seed, splits = ctx.seed, ctx.splits
     for name, (c, lab, mask) in clusters.items():
         layer = layers[name]
         parametrize.register_parametrization(layer, "weight", Shared(c, lab, mask, layer.weight.shape), unsafe=True)
     params = [p for n, p in module.named_parameters() if n.endswith(("centroids", "bias"))]
-    torch.manual_seed(seed)
-    opt = torch.optim.Adam(params, lr=lr)
-    X = torch.from_numpy(feed(splits["X_train"], ctx.spec, ctx.framework.layout(ctx.spec)))
-    y = torch.from_numpy(splits["y_train"]).long()
-    gen = torch.Generator().manual_seed(seed)
-    module.train()
-    for _ in range(epochs):
-        order = torch.randperm(len(X), generator=gen)
-        for i in range(0, len(X), batch_size):
-            idx = order[i: i + batch_size]
-            loss = F.cross_entropy(module(X[idx]), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    module.eval()
+    # The one training loop, on the centroids and biases only, at a constant rate, the last epoch kept.
+    history = pytorch.train(module, ctx.splits, ctx.spec, Fit(epochs=epochs, batch_size=batch_size, lr=lr,
+                                                             seed=ctx.seed, setup=ctx.training),
+                            params=lambda _module: params, schedule=False, keep_best=False)
     for name in clusters:
         parametrize.remove_parametrizations(layers[name], "weight", leave_parametrized=True)
+    return history.training
 
 
 def compact_bytes(module, bits: int | None = None, tensors: list[str] = ()) -> bytes:

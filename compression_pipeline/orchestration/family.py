@@ -23,6 +23,13 @@ NATIVE = ("torch", "tensorflow")
 # Which process a step needs (`make run` runs each phase as one run in a process of its own: orchestration/launch.py)
 PHASE_TAG = "compression_pipeline/phase"
 GPU_TAGS = {"dagster-k8s/config": {"container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}}}}}
+DEVICES_TAG = "compression_pipeline/devices"  # how many GPUs a training step uses (shown in the UI)
+
+
+def gpu_tags(count: int) -> dict:
+    """Kubernetes: the step's pod requests ``count`` GPUs (the cluster's scheduler does the per-device accounting)."""
+    return {"dagster-k8s/config": {"container_config": {"resources": {"limits": {"nvidia.com/gpu": str(count)}}}},
+            DEVICES_TAG: str(count)}
 
 
 def _checks(key: dg.AssetKey, names, description: str) -> list[dg.AssetCheckSpec]:
@@ -153,7 +160,8 @@ class Family:
                             "kept)" if trained else "as given") + "; gated on the accuracy floor.")
         self._asset(self.model_key(fw, "baseline"), "models", {"splits": splits_key}, baseline, kinds={KINDS[fw]},
                     phase=fw, checks=["accuracy_gate"], check_doc="test accuracy >= the recipe's floor",
-                    version_of=("dataset", "baseline", "gates"), deps=[a.key for a in self.model_file])
+                    version_of=("dataset", "baseline", "gates", *self._training_version(fw, "baseline")),
+                    deps=[a.key for a in self.model_file], **self._on_devices(fw, "baseline"))
         if fw in NATIVE:
             self._exports(fw, "baseline")
         names = [n for n in self._ordered_variants() if fw in r.frameworks_of(n)]
@@ -209,7 +217,24 @@ class Family:
                            f"accuracy measured with {fw}.")
         self._asset(self.model_key(fw, name), "models", ins, variant, kinds={KINDS[fw]}, phase=fw,
                     checks=["accuracy_gate"], check_doc="accuracy drop vs the baseline within the recipe's tolerance",
-                    version_of=("gates", f"variants.{name}"))
+                    version_of=("gates", f"variants.{name}", *self._training_version(fw, name)),
+                    **self._on_devices(fw, name))
+
+    def _training_version(self, fw: str, name: str) -> tuple[str, ...]:
+        """The family's ``training`` block is part of a training model's code version once it says anything (a
+        variant's own block is inside its entry already); the default block changes no version."""
+        r = self.r
+        return ("training",) if r.trains(name, fw) and not r.training.defaults() else ()
+
+    def _on_devices(self, fw: str, name: str) -> dict:
+        """A step that may train on CUDA claims the recipe's pool (``training.pool``, default ``gpu``) and, on
+        Kubernetes, requests its N GPUs. Dagster gives a step one slot of one pool (dagster 1.13: a step has one
+        ``pool`` and claims one slot), so N devices cannot be N slots: a pool's slot stands for the machine's GPUs,
+        and with the shipped limit 1 a training step on N GPUs runs alone there, as every benchmark does."""
+        setup = self.r.training_for(name)
+        if not self.r.trains(name, fw) or setup.device == "cpu":
+            return {}
+        return {"pool": setup.pool, "op_tags": gpu_tags(setup.processes)}
 
     def _tflite_variant(self, fw: str, name: str) -> None:
         r, v = self.r, self.r.variants[name]

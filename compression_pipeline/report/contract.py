@@ -17,6 +17,9 @@ the deployable's (``onnx`` or ``tflite``); a benchmark's ``runtime`` is ``onnxru
 per benchmarked model, ``name``, ``framework``, ``format`` and ``cells`` ({``runtime``, ``precision``,
 ``batch_size``, ``p50_ms``, ``onnxruntime_p50_ms``, ``vs_onnxruntime`` = p50 / ONNX Runtime p50, or null}).
 See ``compare``.
+
+Added with training on devices: each model's ``training`` (``device``, ``processes``, ``backend``, ``precision``,
+``preload``, ``augment``, ``epochs``, ``train_s``, ``wall_s``, ``samples_per_s``; null when it was not trained here).
 """
 
 from __future__ import annotations
@@ -60,6 +63,10 @@ def build(recipe: Recipe, models: list[tuple[Handle, Handle]], rejected: list[di
             "benchmark_artifact": bench.artifact.path if bench.artifact else None,
             "macs": i.get("macs"), "compress_s": i.get("compress_s"), "seed": i.get("seed"), "note": i.get("note"),
             "ablation": _ablation(i.get("ablation")),
+            # how the model was trained here (device, processes, backend, precision, preload, augmentation,
+            # epochs, wall time, samples/s); None for a model that was not trained (quantized, pruned without
+            # fine-tuning, taken as given)
+            "training": i.get("training"),
         }
         entries.append(entry)
     add_ratios(entries)

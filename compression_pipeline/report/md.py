@@ -46,6 +46,7 @@ def markdown(report: dict) -> str:
                       if s.get("applicable", True)})  # not applicable: the runtime cannot run that model at all
     if skipped:
         lines += ["", "Not measured here: " + "; ".join(skipped) + "."]
+    lines += training_section(report)
     lines += compare.markdown_sections(report)
     if report.get("rejected"):
         lines += ["", "## Rejected candidates", "",
@@ -76,3 +77,25 @@ def _test_samples(report: dict) -> str:
 def _one_image(report: dict) -> str:
     sizes = sorted({m["test_samples"] for m in report["models"] if m.get("test_samples")})
     return "/".join(f"{100 / n:.2f}" for n in sizes) or "?"
+
+
+def training_section(report: dict) -> list[str]:
+    """How each model was trained here (the ``training`` record of its handle); models trained nowhere are left out
+    and named once."""
+    rows = [m for m in report["models"] if m.get("training")]
+    if not rows:
+        return []
+    head = ("| model | framework | device | processes | backend | precision | preload | augmentation | epochs | "
+            "train s | samples/s |")
+    lines = ["", "## Training", "", head, "|" + "---|" * 11]
+    for m in rows:
+        t = m["training"]
+        aug = ", ".join(a["op"] for a in t.get("augment") or []) or "none"
+        lines.append(f"| {m['name']} | {m['framework']} | {t.get('device')} | {t.get('processes')} | "
+                     f"{t.get('backend') or '-'} | {t.get('precision')} | {'yes' if t.get('preload') else 'no'} | "
+                     f"{aug} | {t.get('epochs')} | {t.get('train_s')} | {t.get('samples_per_s')} |")
+    untrained = [m["name"] for m in report["models"] if not m.get("training")]
+    if untrained:
+        lines += ["", "Not trained here (quantized, or compressed without fine-tuning, or taken as given): "
+                  + ", ".join(sorted(set(untrained))) + "."]
+    return lines
