@@ -16,7 +16,9 @@ install: $(VENV)/.installed
 
 # Materialize every asset of the family through Dagster on the persistent instance in dagster_home/ (the runs then
 # show in the UI): one line per step, then a summary with the comparison table and the report paths.
+# A family whose data a package provides (fashion: Debian's dataset-fashion-mnist) gets it first.
 run: install
+	scripts/family_data.sh $(FAMILY)
 	$(PY) -m compression_pipeline run $(FAMILY)
 
 report: install

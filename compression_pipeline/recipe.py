@@ -96,7 +96,8 @@ class Normalize(Strict):
 # A declared normalization is a mapping; a tag picks the branch, so an error names its field rather than the union's.
 NormalizeField = Annotated[Annotated[Literal["none", "train"], Tag("name")] | Annotated[Normalize, Tag("declared")],
                            Discriminator(lambda v: "name" if isinstance(v, str) else "declared")]
-UNION_TAGS = (*SOURCE_TAGS, "name", "declared")  # left out of an error's location: the user wrote no such field
+# Left out of an error's location: the user wrote no such field ("one"/"many": a baseline or a list of them).
+UNION_TAGS = (*SOURCE_TAGS, "name", "declared", "one", "many")
 
 DIGITS_SHAPE = (8, 8)
 # The fields each source takes besides the ones every source takes; a field of another source is refused.
@@ -236,6 +237,10 @@ class OnnxBaseline(OnnxModel):
 
 Baseline = Annotated[Annotated[ZooBaseline, Tag("zoo")] | Annotated[ImportBaseline, Tag("import")]
                      | Annotated[OnnxBaseline, Tag("onnx")], Discriminator(source_of)]
+# One baseline (the zoo's may be built in several frameworks), or a list of them, one per framework: a family whose
+# PyTorch and Keras models are different networks (a ResNet and a MobileNet) on the same data.
+Baselines = Annotated[Annotated[Baseline, Tag("one")] | Annotated[list[Baseline], Tag("many")],
+                      Discriminator(lambda v: "many" if isinstance(v, list) else "one")]
 
 
 class Tolerance(Strict):
@@ -310,7 +315,7 @@ class Recipe(Strict):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     description: str = ""
     dataset: Dataset = Dataset()
-    baseline: Baseline = ZooBaseline()
+    baseline: Baselines = ZooBaseline()
     gates: Gates = Gates()
     variants: dict[str, Variant] = Field(default_factory=dict)
     training: TrainingSetup = TrainingSetup()  # how the models that train here train (devices, precision, ...)
@@ -318,6 +323,27 @@ class Recipe(Strict):
     select: Select = Select()
     schedule: str = "0 2 * * *"
     source_path: str = ""
+
+    @field_validator("baseline")
+    @classmethod
+    def _one_baseline_per_framework(cls, v):
+        if isinstance(v, list):
+            if not v:
+                raise ValueError("a list of baselines has at least one (one per framework)")
+            seen = {}
+            for i, b in enumerate(v):
+                for fw in b.frameworks:
+                    if fw in seen:
+                        raise ValueError(f"baseline[{seen[fw]}] and baseline[{i}] are both {fw} models: a family "
+                                         f"has one baseline per framework")
+                    seen[fw] = i
+        return v
+
+    @property
+    def baselines(self) -> dict[str, Any]:
+        """Each framework's baseline (one zoo baseline serves every framework it lists)."""
+        items = self.baseline if isinstance(self.baseline, list) else [self.baseline]
+        return {fw: b for b in items for fw in b.frameworks}
 
     # --- lineage helpers -------------------------------------------------------------------------
     def chain(self, name: str) -> list[str]:
@@ -330,7 +356,7 @@ class Recipe(Strict):
     def frameworks_of(self, name: str) -> list[str]:
         """The frameworks a model exists in: the baseline's, narrowed by each variant's ``frameworks`` on its chain."""
         if name == "baseline":
-            return list(self.baseline.frameworks)
+            return list(self.baselines)
         v = self.variants[name]
         parent = self.frameworks_of(v.parent)
         return [f for f in parent if v.frameworks is None or f in v.frameworks]
@@ -350,8 +376,8 @@ class Recipe(Strict):
         """Whether building model ``name`` in ``framework`` trains a network (a training baseline, distillation,
         fine-tuning after a method): what the ``training`` block applies to."""
         if name == "baseline":
-            return framework in FRAMEWORKS and getattr(self.baseline, "train", True) \
-                and self.baseline.source != "onnx"
+            b = self.baselines.get(framework)
+            return framework in FRAMEWORKS and b is not None and getattr(b, "train", True) and b.source != "onnx"
         v = self.variants[name]
         if self.form(v.parent, framework) not in FRAMEWORKS or self.form(name, framework) not in FRAMEWORKS:
             return False
@@ -366,8 +392,11 @@ class Recipe(Strict):
         out = {}
         for section in sections:
             head, _, rest = section.partition(".")
-            value = getattr(self, head)
+            value = self.baselines if head == "baseline" and rest else getattr(self, head)
             value = value.get(rest) if rest else value
+            if isinstance(value, list):
+                out[section] = [v.model_dump(mode="json", by_alias=True) for v in value]
+                continue
             out[section] = value.model_dump(mode="json", by_alias=True) if value is not None else None
         return out
 
@@ -387,7 +416,8 @@ def _fmt_loc(loc) -> str:
 def _raise_from(path, err: ValidationError, prefix=()):
     e = err.errors()[0]
     # A tagged union (a model source) adds its tag to the location: the user wrote no such field.
-    parts = [p for i, p in enumerate(e["loc"]) if not (p in UNION_TAGS and i > 0 and isinstance(e["loc"][i - 1], str))]
+    parts = [p for i, p in enumerate(e["loc"])
+             if not (p in UNION_TAGS and i > 0 and isinstance(e["loc"][i - 1], str | int))]
     loc = _fmt_loc(tuple(prefix) + tuple(parts))
     bad = e.get("input")
     # A whole block's problem (a model validator) names its fields itself: the block is not repeated.

@@ -99,7 +99,7 @@ def baseline(recipe: Recipe, store: ArtifactStore, splits_h: Handle, framework: 
     from compression_pipeline.frameworks.base import Fit
 
     fw = _framework(framework, threads)
-    parts, spec, b = _splits(store, splits_h), _spec(splits_h), recipe.baseline
+    parts, spec, b = _splits(store, splits_h), _spec(splits_h), recipe.baselines[framework]
     model = fw.build(b.model_source(), spec, seed=recipe.dataset.seed, data_root=data_root)
     extra = {"method": "train", "parent": None, "source": b.model_dump(mode="json")}
     if getattr(b, "train", True):
@@ -144,7 +144,7 @@ def onnx_baseline(recipe: Recipe, store: ArtifactStore, splits_h: Handle, data_r
     from compression_pipeline.errors import ModelError
     from compression_pipeline.settings import resolve_inside
 
-    b, parts, spec = recipe.baseline, _splits(store, splits_h), _spec(splits_h)
+    b, parts, spec = recipe.baselines["onnx"], _splits(store, splits_h), _spec(splits_h)
     try:
         source = resolve_inside(Path(data_root), b.path)
     except ValueError as e:

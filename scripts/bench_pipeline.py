@@ -120,7 +120,7 @@ def fresh(recipe, workdir: Path, epochs: int, threads: int, protocol: B.Protocol
     parts, spec = data.preprocess(data.load_raw(ds, "."), ds)
     fw = get("torch")
     fw.set_threads(threads)
-    model = fw.build(recipe.baseline.model_source(), spec, seed=ds.seed)
+    model = fw.build(recipe.baselines["torch"].model_source(), spec, seed=ds.seed)
     print(f"No report.json: training the {recipe.name} baseline for {epochs} epoch(s), exporting, quantizing ...")
     fw.fit(model, parts, spec, Fit(epochs=epochs, seed=ds.seed))
     fp32, int8 = workdir / "baseline.onnx", workdir / "int8.onnx"

@@ -2,7 +2,8 @@
 # What the tests need beyond the Python packages, set up by `make test` itself (a fresh machine has neither):
 # - a real PostgreSQL for the Postgres-storage test (tests/test_postgres.py): Debian's package, listening on
 #   loopback only (Debian's default listen_addresses = 'localhost'), with a role and a database for the tests;
-# - Debian's chromium for the browser test (tests/test_ui_browser.py; playwright, its Python side, comes with make).
+# - Debian's chromium for the browser test (tests/test_ui_browser.py; playwright, its Python side, comes with make);
+# - Debian's dataset-fashion-mnist (Fashion-MNIST's IDX files) for the Fashion-MNIST slice (tests/test_fashion.py).
 # Idempotent: installs only what is missing, starts the cluster only when it is down, re-creates nothing.
 # The role may create databases and roles: each test run makes its own database and a role with a random
 # password, and drops them afterwards. Without root or sudo it says what to run and exits non-zero.
@@ -11,7 +12,7 @@ set -euo pipefail
 need_root() {
   if [ "$(id -u)" -ne 0 ] && ! sudo -n true 2>/dev/null; then
     echo "scripts/test_services.sh: $1 needs installing, which needs root (apt-get). Run once as root:" >&2
-    echo "  apt-get update && apt-get install -y postgresql chromium" >&2
+    echo "  apt-get update && apt-get install -y postgresql chromium dataset-fashion-mnist" >&2
     echo "or point DAGSTER_PG_HOST/PORT/USERNAME/PASSWORD/DB at a server and CHROMIUM at a browser." >&2
     exit 1
   fi
@@ -35,6 +36,7 @@ as_postgres() {
 missing=()
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
 [ -x "${CHROMIUM:-/usr/bin/chromium}" ] || missing+=(chromium)
+[ -f /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz ] || missing+=(dataset-fashion-mnist)  # tests/test_fashion.py
 [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
 
 if [ -n "${DAGSTER_PG_HOST:-}" ] && [ "${DAGSTER_PG_HOST}" != 127.0.0.1 ] && [ "${DAGSTER_PG_HOST}" != localhost ]; then

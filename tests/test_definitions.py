@@ -49,13 +49,14 @@ def _defs(tmp_path):
 def test_default_recipe_asset_keys_groups_and_checks(tmp_path):
     defs = _defs(tmp_path)
     graph = defs.resolve_asset_graph()
-    keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    keys = {k.to_user_string() for k in graph.get_all_asset_keys() if k.path[0] == "digits"}
     assert keys == set(EXPECTED_ASSETS)
     for key, group in EXPECTED_ASSETS.items():
         assert graph.get(dg.AssetKey.from_user_string(key)).group_name == group
     checks = {}
     for ck in graph.asset_check_keys:
-        checks.setdefault(ck.asset_key.to_user_string(), set()).add(ck.name)
+        if ck.asset_key.path[0] == "digits":
+            checks.setdefault(ck.asset_key.to_user_string(), set()).add(ck.name)
     assert checks == EXPECTED_CHECKS
     # Every gate is blocking: a failure stops everything downstream.
     assert all(graph.get_check_spec(ck).blocking for ck in graph.asset_check_keys)
@@ -94,6 +95,19 @@ def test_lineage_edges_and_gpu_pool(tmp_path):
     assert graph.get(dg.AssetKey.from_user_string("digits/tensorflow_tflite_int8")).kinds == {"tflite"}
     for m in TF_MODELS:
         assert graph.get(dg.AssetKey.from_user_string(f"digits/tensorflow_{m}_benchmark")).pools == {"gpu"}
+
+
+def test_the_fashion_family_has_a_baseline_per_framework(tmp_path):
+    """assets/fashion.yaml lists two baselines (a ResNet in PyTorch, a MobileNetV2 in Keras): one family, each
+    framework's models under its own baseline, each baseline's code version from its own recipe entry."""
+    graph = _defs(tmp_path).resolve_asset_graph()
+    node = lambda k: graph.get(dg.AssetKey.from_user_string(k))
+    assert {p.to_user_string() for p in node("fashion/torch_pruned50").parent_keys} == {
+        "fashion/torch_baseline", "fashion/splits"}
+    assert node("fashion/tensorflow_tflite_int8").kinds == {"tflite"}
+    assert not graph.has(dg.AssetKey.from_user_string("fashion/tensorflow_pruned50"))  # torch-only methods
+    assert node("fashion/torch_baseline").code_version != node("fashion/tensorflow_baseline").code_version
+    assert node("fashion/raw_dataset").parent_keys == {dg.AssetKey.from_user_string("fashion/dataset_file")}
 
 
 def test_schedule_job_and_automation_sensor(tmp_path):

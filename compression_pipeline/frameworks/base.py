@@ -44,6 +44,16 @@ class History(list):
     training: dict | None = None
 
 
+def pace(done: int, total: int, started: float) -> str:
+    """``"<s> s/epoch, <m> min left"`` after ``done`` of ``total`` epochs begun at ``started`` (perf_counter): the
+    part of an epoch line that says how long a long training has to go."""
+    import time
+
+    per = (time.perf_counter() - started) / max(done, 1)
+    left = per * (total - done)
+    return f"{per:.1f} s/epoch, " + (f"{left / 60:.1f} min left" if left >= 60 else f"{left:.0f} s left")
+
+
 class Framework(ABC):
     """One deep-learning framework as the pipeline sees it."""
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from compression_pipeline.frameworks.base import Fit, Framework, History
+from compression_pipeline.frameworks.base import Fit, Framework, History, pace
 from compression_pipeline.types import InputSpec, Layout, ZooModel
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is first imported: no C++ info logs
@@ -120,7 +120,8 @@ class KerasFramework(Framework):
             val = float((self.predict(model, splits["X_val"], spec).argmax(1) == splits["y_val"]).mean())
             history.append({"epoch": epoch + 1, "loss": float(h.history["loss"][-1]), "val_accuracy": val})
             if log:
-                log(f"epoch {epoch + 1}/{fit.epochs}: loss {history[-1]['loss']:.4f}, val accuracy {val:.4f}")
+                log(f"epoch {epoch + 1}/{fit.epochs}: loss {history[-1]['loss']:.4f}, val accuracy {val:.4f} "
+                    f"({pace(epoch + 1, fit.epochs, t_start)})")
             if val > best[0]:
                 best = (val, [w.copy() for w in model.get_weights()])
         model.set_weights(best[1])

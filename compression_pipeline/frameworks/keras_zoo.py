@@ -53,3 +53,43 @@ def _mlp(keras, spec: InputSpec, width: int):
         L.Dense(width, activation="relu", name="fc2"),
         L.Dense(spec.num_classes, name="fc3"),
     ], name="mlp")
+
+
+def padded(builder: str, input_shape: list[int], kwargs: dict | None = None, min_side: int = 32):
+    """``builder(input_tensor=..., **kwargs)`` on images smaller than it accepts: a keras.applications model (which
+    refuses inputs under 32x32, e.g. MobileNetV2) built on ``input_shape`` (H, W, C) images zero-padded evenly to at
+    least ``min_side`` x ``min_side``. The padding is a layer of the model, so the model takes the data as they are
+    and its ONNX/TFLite exports do too. One flat functional model (no nested model): layer names, pruning and
+    Keras' safe ``.keras`` format see every layer.
+
+    E.g. ``{builder: "keras.applications:MobileNetV2", input_shape: [28, 28, 1], kwargs: {weights: null,
+    classes: 10, alpha: 0.5, classifier_activation: null}}`` builds MobileNetV2 on 32x32x1 (2 pixels of zeros around
+    each 28x28 image)."""
+    import keras
+
+    from compression_pipeline.frameworks.builders import import_callable
+    from compression_pipeline.types import DOWNLOADING_KWARGS
+
+    kwargs = dict(kwargs or {})
+    for key in ("weights", *DOWNLOADING_KWARGS):
+        if kwargs.get(key) not in (None, False, ""):
+            raise ValueError(f"padded: kwargs.{key}={kwargs[key]!r} would download trained weights (no network "
+                             f"here): set it to null and give trained weights as a file")
+    for key in ("input_shape", "input_tensor"):
+        if key in kwargs:
+            raise ValueError(f"padded: kwargs.{key} is set by padded itself (from input_shape): leave it out")
+    if len(input_shape) != 3 or min(input_shape) < 1:
+        raise ValueError(f"padded: input_shape is [height, width, channels], got {input_shape}")
+    h, w, _ = input_shape
+    inputs = keras.Input(tuple(input_shape), name="input")
+    pad_h, pad_w = max(min_side - h, 0), max(min_side - w, 0)
+    x = inputs
+    if pad_h or pad_w:
+        x = keras.layers.ZeroPadding2D(((pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2)),
+                                       name="pad_to_min_side")(x)
+    model = import_callable(builder)(input_tensor=x, **kwargs)
+    if list(model.inputs) != [inputs]:  # an application that wraps input_tensor in its own Input is nested, refuse
+        raise ValueError(f"padded: {builder} did not build on the given input tensor")
+    # The same layers as a model of one input tensor (the application's takes a list of one, and warns when called
+    # on a tensor).
+    return keras.Model(inputs, model.outputs[0], name=model.name)

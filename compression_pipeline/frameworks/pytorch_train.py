@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn.functional as F
 
-from compression_pipeline.frameworks.base import History
+from compression_pipeline.frameworks.base import History, pace
 from compression_pipeline.types import TrainingSetup
 
 
@@ -315,7 +315,8 @@ def train(model, data: TrainData, loop: Loop, placement: Placement, *, device: t
             best = (val_acc, {k: v.detach().clone() for k, v in model.state_dict().items()})
         if log and rank == 0:
             log(f"epoch {epoch + 1}/{loop.epochs}: loss {float(total) / n:.4f}"
-                + ("" if val_acc is None else f", val accuracy {val_acc:.4f}"))
+                + ("" if val_acc is None else f", val accuracy {val_acc:.4f}")
+                + f" ({pace(epoch + 1, loop.epochs, t_start)})")
     if best[1] is not None:
         model.load_state_dict(best[1])
     model.eval()

@@ -98,12 +98,20 @@ class Family:
         self.bodies[key] = (fn, ins)
         return _body
 
+    def baseline_entry(self, fw: str) -> str:
+        """The recipe section of ``fw``'s baseline: ``baseline``, or ``baseline.<fw>`` in a list of baselines (so
+        editing one framework's baseline leaves the other's models fresh)."""
+        return f"baseline.{fw}" if isinstance(self.r.baseline, list) else "baseline"
+
     def _lineage(self, handle: Handle, version_of, ins, inputs, first) -> dict:
         """What the asset was built from, in its materialization metadata: the recipe entry and config, the parent
         asset and the dataset version (the splits it read). The lineage command and the UI read these; Dagster
         itself records the code and input data versions."""
         r, name = self.r, handle.info.get("name")
-        entry = ("baseline" if name == "baseline" else f"variants.{name}") if name else ", ".join(version_of)
+        if not name:
+            entry = ", ".join(version_of)
+        else:
+            entry = self.baseline_entry(handle.info.get("framework", "")) if name == "baseline" else f"variants.{name}"
         sections = dict.fromkeys([*entry.split(", "), *version_of])
         config = {k: v for k, v in r.entries(*sections).items() if v is not None}
         meta = {"recipe": r.source_path, "recipe_entry": entry, "recipe_config": dg.MetadataValue.json(config)}
@@ -129,19 +137,22 @@ class Family:
         # A dataset read from a file is an observed source: a new content hash rebuilds the chain below it.
         source = ([user_file_asset(self.key("dataset_file"), r.dataset.path, "dataset", "data")]
                   if r.dataset.path else [])
-        # So is a baseline given as a file (trained weights, an ONNX model): a new file rebuilds the family's models.
-        model_file = getattr(r.baseline, "weights", None) or getattr(r.baseline, "path", None)
-        self.model_file = [user_file_asset(self.key("model_file"), model_file, "model file", "models")] \
-            if model_file else []
+        # So is a baseline given as a file (trained weights, an ONNX model): a new file rebuilds that baseline's models.
+        self.model_file = {}
+        for fw, b in r.baselines.items():
+            model_file = getattr(b, "weights", None) or getattr(b, "path", None)
+            if model_file:
+                key = self.key("model_file" if not isinstance(r.baseline, list) else f"{fw}_model_file")
+                self.model_file[fw] = user_file_asset(key, model_file, "model file", "models")
         self._asset(self.key("raw_dataset"), "data", {}, raw_dataset, kinds={"numpy"}, phase="data",
                     version_of=("dataset",), deps=[a.key for a in source])
         self._asset(self.key("splits"), "data", {"raw": self.key("raw_dataset")}, splits, kinds={"numpy"}, phase="data",
                     checks=DATA_GATES, check_doc="Great Expectations suite on the splits", version_of=("dataset",))
-        for fw in r.baseline.frameworks:
+        for fw in r.baselines:
             self._framework(fw)
         self._report()
         self._candidate()
-        return [*source, *self.model_file, *self.assets]
+        return [*source, *self.model_file.values(), *self.assets]
 
     def _framework(self, fw: str) -> None:
         r, splits_key = self.r, self.key("splits")
@@ -152,16 +163,16 @@ class Family:
             return stages.baseline(r, pipeline.store(), splits, fw, pipeline.threads, log=context.log.info,
                                    data_root=pipeline.data_root)
 
-        how = {"zoo": f"the zoo's {getattr(r.baseline, 'arch', '')} in {fw}",
-               "import": f"{getattr(r.baseline, 'builder', '')} ({fw})",
-               "onnx": f"the user's ONNX file {getattr(r.baseline, 'path', '')}"}[r.baseline.source]
-        trained = fw != "onnx" and getattr(r.baseline, "train", True)
+        b = r.baselines[fw]
+        how = {"zoo": f"the zoo's {getattr(b, 'arch', '')} in {fw}", "import": f"{getattr(b, 'builder', '')} ({fw})",
+               "onnx": f"the user's ONNX file {getattr(b, 'path', '')}"}[b.source]
+        trained = fw != "onnx" and getattr(b, "train", True)
         baseline.__doc__ = (f"The baseline: {how}, " + ("trained on the training split (best validation epoch "
                             "kept)" if trained else "as given") + "; gated on the accuracy floor.")
         self._asset(self.model_key(fw, "baseline"), "models", {"splits": splits_key}, baseline, kinds={KINDS[fw]},
                     phase=fw, checks=["accuracy_gate"], check_doc="test accuracy >= the recipe's floor",
-                    version_of=("dataset", "baseline", "gates", *self._training_version(fw, "baseline")),
-                    deps=[a.key for a in self.model_file], **self._on_devices(fw, "baseline"))
+                    version_of=("dataset", self.baseline_entry(fw), "gates", *self._training_version(fw, "baseline")),
+                    deps=[self.model_file[fw].key] if fw in self.model_file else [], **self._on_devices(fw, "baseline"))
         if fw in NATIVE:
             self._exports(fw, "baseline")
         names = [n for n in self._ordered_variants() if fw in r.frameworks_of(n)]
@@ -297,7 +308,7 @@ class Family:
     def _report(self) -> None:
         r = self.r
         names = ["baseline", *self._ordered_variants()]
-        pairs = [(fw, n) for fw in r.baseline.frameworks for n in names if fw in r.frameworks_of(n)]
+        pairs = [(fw, n) for fw in r.baselines for n in names if fw in r.frameworks_of(n)]
         ins = {}
         for fw, n in pairs:
             ins[f"d_{fw}_{n}"] = self.deployable_key(fw, n)

@@ -60,7 +60,7 @@ def phases(defs: dg.Definitions, recipe) -> list[Phase]:
     for key in graph.toposorted_asset_keys:
         if key.path[0] == recipe.name:
             by_phase.setdefault((graph.get(key).tags or {}).get(PHASE_TAG, "data"), []).append(key)
-    order = ["data", *(p for fw in recipe.baseline.frameworks for p in (fw, f"{fw}-benchmarks")), "reports"]
+    order = ["data", *(p for fw in recipe.baselines for p in (fw, f"{fw}-benchmarks")), "reports"]
     unknown = set(by_phase) - set(order)
     if unknown:
         raise RuntimeError(f"assets of {recipe.name} in phases {sorted(unknown)} that the launcher does not order")
@@ -98,6 +98,7 @@ class Progress:
         self.status_shown = False
         self.assets: dict[str, str] = {}  # step key -> asset key, of the phases followed so far
         self.reported: set[str] = set()
+        self.noted: dict[str, float] = {}  # step key -> its start or last printed training line
 
     def expect(self, keys: list[dg.AssetKey]) -> None:
         """The steps of a phase about to start (an asset's step key is its key's parts joined by '__')."""
@@ -123,9 +124,20 @@ class Progress:
     def _event(self, entry) -> None:
         ev = entry.dagster_event
         if ev is None:  # a step's own log line (training epochs...): a transient status on a terminal
-            if entry.step_key in self.assets and entry.user_message and self.out.isatty():
-                self._status(f"  {self.assets[entry.step_key]}: {entry.user_message[:100]}")
+            if entry.step_key in self.assets and entry.user_message:
+                text = f"  {self.assets[entry.step_key]}: {entry.user_message[:100]}"
+                if self.out.isatty():
+                    self._status(text)
+                elif "epoch" in entry.user_message:
+                    # In a log file, a long training says where it is once a minute (epoch, s/epoch, time left);
+                    # a step that trains for less than a minute prints nothing extra.
+                    last = self.noted.setdefault(entry.step_key, entry.timestamp)
+                    if entry.timestamp - last >= 60:
+                        self.noted[entry.step_key] = entry.timestamp
+                        print(text, file=self.out, flush=True)
             return
+        if ev.event_type == DagsterEventType.STEP_START:
+            self.noted[ev.step_key] = entry.timestamp
         if ev.event_type == DagsterEventType.ASSET_CHECK_EVALUATION:
             data = ev.event_specific_data
             asset = data.asset_key.to_user_string()

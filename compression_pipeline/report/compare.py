@@ -145,6 +145,17 @@ FRAMEWORK_NOTE = ("Each model built in more than one framework, side by side (th
                   "\"own framework\" is PyTorch eager for torch rows and the compiled tf.function for tensorflow rows. "
                   "TF/PyTorch divides TensorFlow's p50 by PyTorch's on ONNX Runtime: the same runtime running two "
                   "exporters' graphs (tf2onnx and torch.onnx), so a ratio away from 1 is the exported graph's doing.")
+OWN_BASELINES_NOTE = ("Each framework has its own baseline network here (the recipe lists one baseline per framework), "
+                      "so a row compares what the pipeline did to that framework's network: drop is against the same "
+                      "framework's baseline, and TF/PyTorch divides two different networks' ONNX Runtime p50s (not a "
+                      "comparison of the frameworks). \"own framework\" is PyTorch eager for torch rows and the "
+                      "compiled tf.function for tensorflow rows.")
+
+
+def framework_note(report: dict) -> str:
+    return FRAMEWORK_NOTE if report.get("same_architecture", True) else OWN_BASELINES_NOTE
+
+
 RUNTIME_NOTE = ("Each model on every runtime that ran it: p50 and, in parentheses, that p50 divided by the same "
                 "model's ONNX Runtime p50 at the same batch size and precision (above 1: slower than ONNX Runtime). "
                 "torch runs the PyTorch module eagerly, tensorflow the Keras model as a compiled tf.function, tflite "
@@ -156,7 +167,7 @@ def markdown_sections(report: dict) -> list[str]:
     lines = []
     fw = framework_table(report)
     if fw:
-        lines += ["", "## Framework comparison", "", FRAMEWORK_NOTE, "", *fw]
+        lines += ["", "## Framework comparison", "", framework_note(report), "", *fw]
     rt = runtime_table(report)
     if rt:
         lines += ["", "## Runtimes", "", RUNTIME_NOTE, "", *rt]

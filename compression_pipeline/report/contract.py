@@ -74,6 +74,8 @@ def build(recipe: Recipe, models: list[tuple[Handle, Handle]], rejected: list[di
     return {"family": recipe.name, "recipe": recipe.source_path, "generated_at": dt.datetime.now(dt.UTC).isoformat(),
             "environment": env, "gates": recipe.gates.model_dump(), "dataset": _dataset(recipe, models),
             "select": recipe.select.model_dump(mode="json"), "models": entries, "rejected": list(rejected),
+            # One network built in every framework, or each framework its own baseline (a list in the recipe).
+            "same_architecture": not isinstance(recipe.baseline, list),
             "framework_comparison": compare.framework_comparison(entries),
             "runtime_comparison": compare.runtime_comparison(entries)}
 

@@ -19,7 +19,7 @@ def _comparison_html(report: dict, img: dict[str, str]) -> list[str]:
     fw = compare.framework_table(report)
     if fw:
         parts += ["<h2>Framework comparison</h2>",
-                  f"<p class='note'>{escape(compare.FRAMEWORK_NOTE)}</p>", _md_lines_html(fw),
+                  f"<p class='note'>{escape(compare.framework_note(report))}</p>", _md_lines_html(fw),
                   img.get("frameworks", "")]
     rt = compare.runtime_table(report)
     if rt:
