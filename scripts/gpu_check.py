@@ -1,12 +1,15 @@
-"""GPU check: the benchmark path of the default family on CUDA, in a few minutes, numbers written to a JSON file.
+"""GPU check: the benchmark path of a family on CUDA, in a few minutes, numbers written to a JSON file.
 
 Runs the library stages exactly as the Dagster assets do (no Dagster): data -> splits (with their gates) ->
-a briefly trained baseline -> ONNX export (parity gate) -> static int8 -> benchmark of both -> report with plots.
+a briefly trained PyTorch baseline -> ONNX export (parity gate) -> static int8 -> the ``--candidate`` variants'
+chain (e.g. pruned50 -> pruned50_int8) -> benchmark of each (torch eager and ONNX Runtime) -> report with plots.
 On CUDA the harness binds ORT inputs/outputs on the device (IOBinding), synchronizes torch, and adds fp16 cells
 for torch and ORT. Where CUDA is not usable it says so, runs the same path on CPU, and records ``gpu_run: false``.
 
     python scripts/gpu_check.py --out /tmp/gpu_check            # writes gpu_check.json, report.html, PNGs
     python scripts/gpu_check.py --out DIR --artifacts ROOT      # reuse a materialized family's models instead
+    python scripts/gpu_check.py --out DIR --family fashion      # the headline family: ResNet-18 on Fashion-MNIST,
+                                                                # int8 and the pruned50 -> int8 candidate
 """
 
 from __future__ import annotations
@@ -95,10 +98,41 @@ def training_section(epochs: int = 2, width: int = 64) -> list[dict]:
     return rows
 
 
+def _candidate_chain(recipe, store, name, model, export, splits, phase, artifacts) -> list[tuple[Handle, object]]:
+    """The PyTorch variants from the baseline down to ``name`` (each framework method's model and its export, each
+    ONNX method's file), built as the assets build them, or read from ``artifacts``: [(deployable, model or None)]
+    of every model on the chain, for the benchmark."""
+    if "torch" not in recipe.frameworks_of(name):
+        raise SystemExit(f"--candidate {name}: not a PyTorch model of {recipe.name} (its frameworks: "
+                         f"{recipe.frameworks_of(name)})")
+    out, parent_model, parent_export = [], model, export
+    for step in recipe.chain(name)[1:]:
+        if recipe.form(step, "torch") == "torch":
+            if artifacts:
+                parent_model = _good(artifacts, recipe.name, f"torch_{step}")
+                parent_export = _good(artifacts, recipe.name, f"torch_{step}_onnx")
+            else:
+                parent_model = phase(f"build_{step}", stages.variant, recipe, store, step, "torch", parent_model,
+                                     splits, data_root=PROJECT_ROOT / "data")
+                parent_export = phase(f"export_{step}", stages.export_onnx, recipe, store, parent_model, splits, export)
+            out.append((parent_export, parent_model))
+        else:
+            parent_export = (_good(artifacts, recipe.name, f"torch_{step}") if artifacts else
+                             phase(f"build_{step}", stages.onnx_variant, recipe, store, step, "torch", parent_export,
+                                   splits, export))
+            parent_model = None
+            out.append((parent_export, None))
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, required=True, help="folder for gpu_check.json, report.html and the plots")
+    ap.add_argument("--family", help="a family in assets/ (e.g. fashion); default: --recipe")
     ap.add_argument("--recipe", type=Path, default=PROJECT_ROOT / "assets" / "digits.yaml")
+    ap.add_argument("--candidate", help="a PyTorch variant of the recipe built after int8 with its chain, e.g. "
+                    "pruned50_int8 (default for fashion: pruned50_int8; none for other families)")
+    ap.add_argument("--max-rows", type=int, help="a stratified subset of the dataset (a quicker run)")
     ap.add_argument("--artifacts", type=Path, help="an artifact root with the family materialized (skips training)")
     ap.add_argument("--epochs", type=int, default=3, help="training epochs of the quick baseline")
     ap.add_argument("--batch-sizes", default="1,32,256", help="GPUs are launch-bound at batch 1: larger batches too")
@@ -120,10 +154,16 @@ def main(argv=None) -> int:
                      "These are CPU numbers, not a GPU measurement.")
     print(statement, flush=True)
 
+    if args.family:
+        args.recipe = PROJECT_ROOT / "assets" / f"{args.family}.yaml"
     base = load_recipe(args.recipe)
+    candidate = args.candidate or ("pruned50_int8" if base.name == "fashion" else None)
     sizes = [int(b) for b in args.batch_sizes.split(",")]
+    torch_baseline = base.baselines["torch"].model_copy(update={"epochs": args.epochs})
+    baselines = [b if fw != "torch" else torch_baseline for fw, b in base.baselines.items()]
+    dataset = base.dataset if not args.max_rows else base.dataset.model_copy(update={"max_rows": args.max_rows})
     recipe = base.model_copy(update={
-        "baseline": base.baseline.model_copy(update={"epochs": args.epochs}),
+        "baseline": baselines if isinstance(base.baseline, list) else torch_baseline, "dataset": dataset,
         "benchmark": base.benchmark.model_copy(update={"batch_sizes": sizes, "device": "auto",
                                                        "warmup_s": args.min_time, "min_time_s": args.min_time})})
     phases = {}
@@ -149,9 +189,13 @@ def main(argv=None) -> int:
             model = phase("train_baseline", stages.baseline, recipe, store, splits, "torch")
             export = phase("export_onnx", stages.export_onnx, recipe, store, model, splits)
             int8 = phase("quantize_int8", stages.onnx_variant, recipe, store, "int8", "torch", export, splits, export)
+        chain = _candidate_chain(recipe, store, candidate, model, export, splits, phase, args.artifacts
+                                 if reuse else None) if candidate else []
         b_base = phase("bench_baseline", stages.benchmark, recipe, store, export, model)
         b_int8 = phase("bench_int8", stages.benchmark, recipe, store, int8)
-        rep_h = phase("report", stages.report, recipe, ArtifactStore(tmp), [(export, b_base), (int8, b_int8)])
+        benched = [(d, phase(f"bench_{d.info['name']}", stages.benchmark, recipe, store, d, m)) for d, m in chain]
+        rep_h = phase("report", stages.report, recipe, ArtifactStore(tmp),
+                      [(export, b_base), (int8, b_int8), *benched])
         rep = json.loads(ArtifactStore(tmp).path(rep_h.artifact).read_text())
         for path in rep_h.info["paths"].values():
             shutil.copy(path, args.out / Path(path).name)
@@ -159,6 +203,7 @@ def main(argv=None) -> int:
     rows = [dict(model=m["name"], **b) for m in rep["models"] for b in m["benchmarks"]]
     result = {
         "gpu_run": bool(gpu), "statement": statement, "cuda": status, "recipe": str(args.recipe),
+        "candidate": candidate,
         "epochs": args.epochs, "reused_artifacts": bool(reuse), "phases_s": phases,
         "accuracy": {m["name"]: m["accuracy"] for m in rep["models"]},
         "file_bytes": {m["name"]: m["file_bytes"] for m in rep["models"]},
@@ -171,11 +216,11 @@ def main(argv=None) -> int:
         "total_s": round(time.perf_counter() - t_start, 1),
     }
     (args.out / "gpu_check.json").write_text(json.dumps(result, indent=1, default=float))
-    print(f"\n{'model':<10}{'runtime':<13}{'prec':<6}{'batch':>6}{'device':>8}{'p50 ms':>10}{'p99 ms':>10}"
+    print(f"\n{'model':<16}{'runtime':<13}{'prec':<6}{'batch':>6}{'device':>8}{'p50 ms':>10}{'p99 ms':>10}"
           f"{'samples/s':>12}{'speedup':>9}{'dev MB':>8}")
     for r in rows:
         dev = r.get("peak_device_mb")
-        print(f"{r['model']:<10}{r['runtime']:<13}{r.get('precision', 'fp32'):<6}{r['batch_size']:>6}{r['device']:>8}"
+        print(f"{r['model']:<16}{r['runtime']:<13}{r.get('precision', 'fp32'):<6}{r['batch_size']:>6}{r['device']:>8}"
               f"{r['p50_ms']:>10.3f}{r['p99_ms']:>10.3f}{r['throughput']:>12,.0f}"
               f"{r.get('speedup_vs_baseline', float('nan')):>8.2f}x{'-' if dev is None else f'{dev:.0f}':>8}")
     print(f"\n{statement}\nWrote {args.out / 'gpu_check.json'} and report.html ({result['total_s']} s in all).")

@@ -225,6 +225,10 @@ def launch(family: str, out=sys.stdout, benchmarks: bool = True) -> int:
     from compression_pipeline.recipe import load_recipes
     from compression_pipeline.settings import Settings
 
+    # kill (SIGTERM), a CI timeout, or Ctrl-C, even where a background start left SIGINT ignored: each stops the
+    # running phases and marks their runs, never leaving phase processes behind (they run in sessions of their own).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
     settings = Settings.from_env()
     recipes = {r.name: r for r in load_recipes(settings.recipes_dir)}
     if family not in recipes:
@@ -315,6 +319,10 @@ def _follow(instance, procs: list[tuple[subprocess.Popen, dict]],
             except subprocess.TimeoutExpired:
                 proc.kill()
         return [(None, r.run_id if r else None) for r in runs]
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def _downstream(graph, assets: set[str]) -> set[str]:
