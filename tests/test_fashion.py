@@ -22,7 +22,10 @@ pytestmark = pytest.mark.e2e(minutes=3)
 # Where Debian's dataset-fashion-mnist puts the files (scripts/test_services.sh installs it for make test).
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
-KEEP = ("int8", "pruned50", "student", "sparse90", "tflite_int8", "pruned50_int8", "student_int8", "sparse90_shared4")
+# What is particular to these networks: int8 of both, channel pruning through a ResNet's residual dependencies, Deep
+# Compression's size on 11M weights, TFLite int8 of a MobileNetV2. Distillation and the two-step int8 chains run
+# on the digits family's end-to-end test (test_launch.py).
+KEEP = ("int8", "pruned50", "sparse90", "tflite_int8", "sparse90_shared4")
 
 
 def shipped() -> dict:
@@ -49,18 +52,20 @@ def test_the_family_on_a_slice(roots):
     for b in recipe["baseline"]:
         b["epochs"] = 1
     recipe["baseline"][1]["kwargs"]["kwargs"]["alpha"] = 0.35
-    # 214 test images and one epoch: the gates here check plumbing, not how well a variant keeps accuracy. No floor:
-    # Keras' batch norm averages its statistics with momentum 0.99, so after 9 steps MobileNetV2 predicts at chance
-    # in inference mode (the full family trains 2,500 steps).
-    recipe["gates"] = {"accuracy_floor": 0.0, "max_accuracy_drop": {"value": 0.5}, "parity_atol": 0.05}
+    # 214 test images and one epoch: the gates here check plumbing, not how well a variant keeps accuracy (sparse90
+    # is not fine-tuned). No floor: after 9 steps MobileNetV2's batch-norm statistics have not caught up with its
+    # weights and it predicts near chance in inference mode (the full family trains 4,220 steps).
+    recipe["gates"] = {"accuracy_floor": 0.0, "max_accuracy_drop": {"value": 1.0}, "parity_atol": 0.05}
     variants = {k: v for k, v in recipe["variants"].items() if k in KEEP}
-    for v in variants.values():
+    for k, v in variants.items():
         v.pop("max_accuracy_drop", None)
         if "samples" in v:
             v["samples"] = 64
+        if v["method"] == "quantize_static":
+            v["activation_type"] = "uint8"  # one quantization (auto measures both types on the machine)
         if v.get("finetune_epochs"):
-            v["finetune_epochs"] = 1
-    variants["student"].update(epochs=1, student={"arch": "cnn", "width": 4})
+            v["finetune_epochs"] = 1 if k == "pruned50" else 0  # sizes do not depend on fine-tuning
+    variants["sparse90_shared4"]["max_iter"] = 5  # k-means iterations over 1.1M nonzero weights
     recipe["variants"] = variants
     recipe["benchmark"] = {"runtimes": ["onnxruntime"], "batch_sizes": [1], "threads": 1, "warmup_runs": 2,
                            "warmup_s": 0.0, "min_runs": 5, "min_time_s": 0.0}
@@ -75,9 +80,8 @@ def test_the_family_on_a_slice(roots):
 
     report = json.loads((roots.artifact_root / "fashion/report/report.json").read_text())
     models = {(m["framework"], m["name"]): m for m in report["models"]}
-    assert set(models) == {("torch", n) for n in ("baseline", "int8", "pruned50", "pruned50_int8", "student",
-                                                  "student_int8", "sparse90", "sparse90_shared4")} | \
-        {("tensorflow", n) for n in ("baseline", "int8", "student", "student_int8", "tflite_int8")}
+    assert set(models) == {("torch", n) for n in ("baseline", "int8", "pruned50", "sparse90", "sparse90_shared4")} \
+        | {("tensorflow", n) for n in ("baseline", "int8", "tflite_int8")}
     resnet, mobilenet = models["torch", "baseline"], models["tensorflow", "baseline"]
     assert 11_000_000 < resnet["params"] < 11_300_000  # ResNet-18 with a 1-channel stem and 10 classes
     assert 300_000 < mobilenet["params"] < 600_000  # MobileNetV2 at width 0.35

@@ -1,7 +1,7 @@
-"""Bring your own model and data, through Dagster: a torchvision ResNet declared by import path on an image folder,
-a user's ONNX file, and feature vectors with the zoo's MLP in both frameworks; nothing of the built-in CNN's
-8x8 digits involved. Small on purpose (a few hundred images, one or two epochs): the claims checked are that each
-source flows through every stage, gate, export, benchmark, the report and the candidate."""
+"""Bring your own model and data, through Dagster: an image folder, a user's ONNX file, and feature vectors with the
+zoo's MLP in both frameworks; nothing of the digits involved (a torchvision ResNet-18 by import path: test_fashion).
+Small on purpose (a few hundred images, a few epochs): the claims checked are that each source flows through every
+stage, gate, export, benchmark, the report and the candidate."""
 
 import json
 
@@ -46,28 +46,24 @@ def _shapes_folder(root, classes=("disc", "square", "stripes"), per_class=40, si
             Image.fromarray((img * 255).astype(np.uint8)).save(folder / f"{i:03d}.{ext}")
 
 
-def test_a_torchvision_resnet_on_an_image_folder(roots):
+def test_an_image_folder_through_every_stage(roots):
+    """An image folder of RGB PNGs and JPEGs through data gates, training, methods, exports, benchmark, report and
+    card. (A torchvision ResNet-18 declared by import path goes through the same stages in tests/test_fashion.py.)"""
     _shapes_folder(roots.data_root / "shapes")
     recipe = {
         "name": "shapes",
         "dataset": {"source": "image_folder", "path": "shapes", "image_size": [16, 16], "color": "rgb",
                     "normalize": "train", "split": {"val": 0.2, "test": 0.25}, "min_rows": 10,
                     "max_class_kl": 0.1},
-        "baseline": {"source": "import", "framework": "torch",
-                     "builder": "compression_pipeline.frameworks.pytorch_zoo:adapted",
-                     "kwargs": {"builder": "torchvision.models:resnet18", "kwargs": {"num_classes": 3},
-                                "in_channels": 3, "small_input": True},
-                     "epochs": 3, "lr": 0.002},
-        # 30 test images and a few epochs: this checks that every stage runs on a real ResNet, not how well the
-        # compressed models do (loose drop tolerances; the baseline itself reaches about 0.97 here).
+        "baseline": {"source": "zoo", "arch": "cnn", "width": 8, "epochs": 8, "lr": 0.005},
+        # 30 test images and a few epochs: this checks that every stage runs on the folder's images, not how well
+        # the compressed models do (loose drop tolerances; the baseline itself reaches about 0.97 here).
         "gates": {"accuracy_floor": 0.6, "max_accuracy_drop": {"value": 0.6}},
         "variants": {
             "int8": {"from": "baseline", "method": "quantize_static", "samples": 32},
             "pruned": {"from": "baseline", "method": "prune_structured", "ratio": 0.5, "finetune_epochs": 3,
-                       "finetune_lr": 0.002},
+                       "finetune_lr": 0.005},
             "pruned_int8": {"from": "pruned", "method": "quantize_static", "samples": 32},
-            "student": {"from": "baseline", "method": "distill", "epochs": 10, "lr": 0.005,
-                        "student": {"source": "zoo", "arch": "cnn", "width": 4}},
         },
         "benchmark": FAST,
         "select": {"objective": "latency_p50", "batch_size": 1},
@@ -77,12 +73,11 @@ def test_a_torchvision_resnet_on_an_image_folder(roots):
     assert result.success, {k: v for k, v in checks.items() if not v}
     report = json.loads((roots.artifact_root / "shapes/report/report.json").read_text())
     models = {m["name"]: m for m in report["models"]}
-    assert set(models) == {"baseline", "int8", "pruned", "pruned_int8", "student"}
+    assert set(models) == {"baseline", "int8", "pruned", "pruned_int8"}
     base = models["baseline"]
-    assert base["params"] > 10_000_000 and base["accuracy"] >= 0.6  # a real ResNet-18, trained here
+    assert base["accuracy"] >= 0.6
     assert models["pruned"]["params"] <= 0.35 * base["params"]  # channels removed through the dependency graph
     assert models["int8"]["file_bytes"] <= 0.3 * base["file_bytes"]
-    assert models["student"]["params"] < 0.01 * base["params"]
     assert all(m["test_samples"] == 30 for m in report["models"])
     assert report["dataset"]["class_names"] == ["disc", "square", "stripes"]
     card = (roots.artifact_root / "shapes/deployment_candidate/current/model_card.md").read_text()

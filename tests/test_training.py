@@ -216,3 +216,36 @@ def test_a_step_training_on_gpus_claims_the_pool_and_requests_its_gpus():
         k8s = json.loads(tags["dagster-k8s/config"])  # Dagster keeps a tag's mapping as JSON
         assert k8s["container_config"]["resources"]["limits"]["nvidia.com/gpu"] == "2"
     assert step("torch_c")[0] is None and step("torch_q")[0] is None  # CPU training and int8: no GPU pool
+
+
+# --- through Dagster --------------------------------------------------------------------------------------------
+def test_a_family_asking_for_two_processes_and_device_augmentation_gets_them_through_dagster(roots):
+    """The recipe says "train on 2 processes, preload and augment on the device": the baseline and a pruned
+    variant's fine-tuning each run on 2 gloo workers, and the report says so for each model."""
+    import dagster as dg
+
+    from compression_pipeline.definitions import build_definitions
+
+    from conftest import write_recipe
+
+    recipe = {**BASE, "name": "ddp",
+              "baseline": {"arch": "cnn", "width": 8, "epochs": 4, "lr": 5e-3, "frameworks": ["torch"]},
+              "training": {"processes": 2, "preload": "always",
+                           "augment": [{"op": "random_crop", "padding": 1}, {"op": "noise", "std": 0.02}]},
+              "gates": {"accuracy_floor": 0.3, "max_accuracy_drop": {"value": 0.3}},
+              "variants": {"pruned": {"from": "baseline", "method": "prune_structured", "ratio": 0.5,
+                                      "finetune_epochs": 1, "training": {"augment": []}}},
+              "benchmark": {"runtimes": ["onnxruntime"], "batch_sizes": [1], "warmup_runs": 1, "warmup_s": 0.0,
+                            "min_runs": 3, "min_time_s": 0.0}}
+    write_recipe(roots, recipe)
+    with dg.instance_for_test() as instance:
+        result = build_definitions(roots).resolve_implicit_global_asset_job_def().execute_in_process(
+            instance=instance, raise_on_error=False)
+    assert result.success
+    report = json.loads((roots.artifact_root / "ddp/report/report.json").read_text())
+    trained = {m["name"]: m["training"] for m in report["models"]}
+    for name in ("baseline", "pruned"):
+        assert (trained[name]["processes"], trained[name]["backend"], trained[name]["preload"]) == (2, "gloo", True)
+    assert [a["op"] for a in trained["baseline"]["augment"]] == ["random_crop", "noise"]
+    assert trained["pruned"]["augment"] == []
+    assert "Training" in (roots.artifact_root / "ddp/report/report.md").read_text()
