@@ -70,6 +70,7 @@ def test_the_family_on_a_slice(roots):
     recipe["benchmark"] = {"runtimes": ["onnxruntime"], "batch_sizes": [1], "threads": 1, "warmup_runs": 2,
                            "warmup_s": 0.0, "min_runs": 5, "min_time_s": 0.0}
     recipe["select"]["batch_size"] = 1
+    recipe["select"].pop("min_accuracy")  # the full family's 0.91 is not for one epoch on 1,160 images
     write_recipe(roots, recipe)
     with dg.instance_for_test() as instance:
         result = build_definitions(roots).resolve_implicit_global_asset_job_def().execute_in_process(
