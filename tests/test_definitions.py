@@ -155,3 +155,23 @@ def test_make_run_plans_phases_and_never_benchmarks_beside_training(tmp_path):
     resolved = dg.validate_run_config(defs.resolve_job_def("digits_recompress"), QUIET)
     assert "in_process" in resolved["execution"]["multi_or_in_process_executor"]
     assert "-m compression_pipeline run $(FAMILY)" in (PROJECT_ROOT / "Makefile").read_text()
+
+
+def test_editing_one_frameworks_baseline_leaves_the_others_code_version(tmp_path):
+    import yaml
+
+    from compression_pipeline.orchestration.family import Family
+    from compression_pipeline.recipe import parse_recipe
+
+    raw = yaml.safe_load((PROJECT_ROOT / "assets" / "fashion.yaml").read_text())
+    before = parse_recipe(raw)
+    raw["baseline"][0]["epochs"] += 1  # the torch baseline only
+    after = parse_recipe(raw)
+
+    def versions(recipe):
+        return {a.key.to_user_string(): a.code_versions_by_key.get(a.key) for a in Family(recipe).build()
+                if isinstance(a, dg.AssetsDefinition) and a.key.path[-1].endswith("_baseline")}
+
+    v0, v1 = versions(before), versions(after)
+    assert v0["fashion/torch_baseline"] != v1["fashion/torch_baseline"]
+    assert v0["fashion/tensorflow_baseline"] == v1["fashion/tensorflow_baseline"]
