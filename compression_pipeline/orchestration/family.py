@@ -22,7 +22,6 @@ KINDS = {"torch": "pytorch", "tensorflow": "tensorflow", "onnx": "onnx", "tflite
 NATIVE = ("torch", "tensorflow")
 # Which process a step needs (`make run` runs each phase as one run in a process of its own: orchestration/launch.py)
 PHASE_TAG = "compression_pipeline/phase"
-GPU_TAGS = {"dagster-k8s/config": {"container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}}}}}
 DEVICES_TAG = "compression_pipeline/devices"  # how many GPUs a training step uses (shown in the UI)
 
 
@@ -30,6 +29,9 @@ def gpu_tags(count: int) -> dict:
     """Kubernetes: the step's pod requests ``count`` GPUs (the cluster's scheduler does the per-device accounting)."""
     return {"dagster-k8s/config": {"container_config": {"resources": {"limits": {"nvidia.com/gpu": str(count)}}}},
             DEVICES_TAG: str(count)}
+
+
+GPU_TAGS = gpu_tags(1)  # a benchmark step: one GPU
 
 
 def _checks(key: dg.AssetKey, names, description: str) -> list[dg.AssetCheckSpec]:
