@@ -205,6 +205,9 @@ class Training(Strict):
     epochs: int = Field(8, ge=1)
     batch_size: int = Field(64, ge=1)
     lr: float = Field(1e-3, gt=0)
+    # How this baseline trains: the family's `training` block with the fields given here replaced (parse_recipe
+    # merges them), e.g. augmentation for a PyTorch baseline beside a Keras one; None: the family's block.
+    training: TrainingSetup | None = None
 
 
 class ZooBaseline(ZooModel, Training):
@@ -367,10 +370,12 @@ class Recipe(Strict):
         v = self.variants[name]
         return get_method(v.method).output_form(self.form(v.parent, framework))
 
-    def training_for(self, name: str) -> TrainingSetup:
-        """How model ``name`` trains: its variant's merged ``training`` block, else the family's."""
-        v = self.variants.get(name)
-        return (v and v.training) or self.training
+    def training_for(self, name: str, framework: str | None = None) -> TrainingSetup:
+        """How model ``name`` trains: its variant's (or ``framework``'s baseline's) merged ``training`` block, else
+        the family's."""
+        own = getattr(self.baselines.get(framework), "training", None) if name == "baseline" else \
+            self.variants[name].training
+        return own or self.training
 
     def trains(self, name: str, framework: str) -> bool:
         """Whether building model ``name`` in ``framework`` trains a network (a training baseline, distillation,
@@ -469,7 +474,8 @@ def parse_recipe(data: Any, path: str | Path = "<recipe>") -> Recipe:
         if "training" in spec:
             variants[vname]["training"] = _merged_training(path, data.get("training"), spec["training"], where)
     try:
-        recipe = Recipe.model_validate({**data, "variants": variants, "source_path": str(path)})
+        recipe = Recipe.model_validate({**data, "baseline": _baselines_merged(path, data), "variants": variants,
+                                        "source_path": str(path)})
     except ValidationError as err:
         _raise_from(path, err)
     _check_graph(recipe, path)
@@ -477,6 +483,20 @@ def parse_recipe(data: Any, path: str | Path = "<recipe>") -> Recipe:
     _check_select(recipe, path)
     _check_tolerances(recipe, path)
     return recipe
+
+
+def _baselines_merged(path, data: dict):
+    """The recipe's ``baseline`` (one or a list) with each entry's own ``training`` block merged over the family's,
+    as a variant's is; the rest is validated with the recipe."""
+    raw = data.get("baseline", {})
+    entries = raw if isinstance(raw, list) else [raw]
+    merged = []
+    for i, b in enumerate(entries):
+        if isinstance(b, dict) and b.get("training") is not None:
+            where = f"baseline.{i}" if isinstance(raw, list) else "baseline"
+            b = {**b, "training": _merged_training(path, data.get("training"), b["training"], where)}
+        merged.append(b)
+    return merged if isinstance(raw, list) else merged[0]
 
 
 def _merged_training(path, family, own, where: str) -> TrainingSetup:
@@ -496,33 +516,46 @@ def _merged_training(path, family, own, where: str) -> TrainingSetup:
 KERAS_REFUSES = {"processes": 1, "precision": "fp32", "augment": []}
 
 
+def _check_keras(path, where: str, setup: TrainingSetup, what: str, trains: list[str]) -> None:
+    """Refuse the PyTorch-only fields of ``setup`` where ``what`` also trains in tensorflow."""
+    if "tensorflow" not in trains:
+        return
+    for field, default in KERAS_REFUSES.items():
+        if getattr(setup, field) != default:
+            raise RecipeError(path, f"{where}.{field}", f"{getattr(setup, field)!r} applies to PyTorch models, but "
+                              f"{what} also trains in tensorflow (Keras models train in one process, fp32, "
+                              f"unaugmented); allowed there: {default!r}; or build {what} in torch only "
+                              f"('frameworks: [torch]'), or give a PyTorch baseline its own 'training' block")
+
+
 def _check_training(recipe: Recipe, path) -> None:
     """The ``training`` blocks against what each model that trains can do: Keras models train in one process in
     fp32 without augmentation (tf.distribute is not wired: see README "Training on devices"); a teacher's logits
     are computed once on unaugmented images, so augmentation and a teacher exclude each other; weight sharing's
     centroid fine-tune runs in one process; a variant's own block on a model that never trains is a mistake."""
-    for name in ["baseline", *recipe.variants]:
-        where = "training" if name == "baseline" or recipe.variants[name].training is None \
-            else f"variants.{name}.training"
+    baselines = recipe.baseline if isinstance(recipe.baseline, list) else [recipe.baseline]
+    for i, b in enumerate(baselines):
+        trains = [fw for fw in b.frameworks if recipe.trains("baseline", fw)]
+        own, at = getattr(b, "training", None), f"baseline.{i}" if isinstance(recipe.baseline, list) else "baseline"
+        if own is not None and not trains:
+            raise RecipeError(path, f"{at}.training", "this baseline is taken as given (train: false), so a "
+                                                      "training block does not apply to it")
+        if trains:
+            _check_keras(path, "training" if own is None else f"{at}.training", own or recipe.training,
+                         "the baseline", trains)
+    for name in recipe.variants:
+        where = "training" if recipe.variants[name].training is None else f"variants.{name}.training"
         setup = recipe.training_for(name)
         fws = recipe.frameworks_of(name)
         trains = [fw for fw in fws if recipe.trains(name, fw)]
-        if name != "baseline" and recipe.variants[name].training is not None and not trains:
+        if recipe.variants[name].training is not None and not trains:
             raise RecipeError(path, where, f"variant {name!r} ({recipe.variants[name].method}) trains nothing in "
                                            f"{fws}, so a training block does not apply to it (a method trains with "
                                            f"finetune_epochs > 0, or distill)")
         if not trains:
             continue
-        what = "the baseline" if name == "baseline" else f"variant {name!r}"
-        if "tensorflow" in trains:
-            for field, default in KERAS_REFUSES.items():
-                if getattr(setup, field) != default:
-                    raise RecipeError(path, f"{where}.{field}", f"{getattr(setup, field)!r} applies to PyTorch "
-                                      f"models, but {what} also trains in tensorflow (Keras models train in one "
-                                      f"process, fp32, unaugmented); allowed there: {default!r}; or build "
-                                      f"{what} in torch only ('frameworks: [torch]')")
-        if name == "baseline":
-            continue
+        what = f"variant {name!r}"
+        _check_keras(path, where, setup, what, trains)
         config = recipe.variants[name].config
         teacher = hasattr(config, "student") or getattr(config, "finetune_teacher", "none") == "parent"
         if teacher and setup.augment:

@@ -104,9 +104,9 @@ def baseline(recipe: Recipe, store: ArtifactStore, splits_h: Handle, framework: 
     extra = {"method": "train", "parent": None, "source": b.model_dump(mode="json")}
     if getattr(b, "train", True):
         t0 = time.perf_counter()
-        history = fw.fit(model, parts, spec, Fit(epochs=b.epochs, batch_size=b.batch_size, lr=b.lr,
-                                                 seed=recipe.dataset.seed, setup=recipe.training_for("baseline")),
-                         log=log)
+        fit = Fit(epochs=b.epochs, batch_size=b.batch_size, lr=b.lr, seed=recipe.dataset.seed,
+                  setup=recipe.training_for("baseline", framework))
+        history = fw.fit(model, parts, spec, fit, log=log)
         extra.update(history=list(history), training=history.training)  # how it was trained: the report's words
         extra["compress_s"] = time.perf_counter() - t0
     else:

@@ -79,6 +79,25 @@ def test_keras_models_refuse_what_they_cannot_do():
     assert e.value.location == "training.processes" and "also trains in tensorflow" in e.value.problem
 
 
+def test_a_baseline_of_a_list_augments_alone_and_its_block_is_in_its_own_code_version():
+    torch_b = {"source": "zoo", "arch": "cnn", "width": 4, "frameworks": ["torch"]}
+    keras_b = {"source": "zoo", "arch": "mlp", "width": 8, "frameworks": ["tensorflow"]}
+    crop = {"augment": [{"op": "random_crop", "padding": 2}]}
+    plain = parse_recipe({**BASE, "baseline": [torch_b, keras_b], "training": {"prefetch": 3}}, "r.yaml")
+    r = parse_recipe({**BASE, "baseline": [{**torch_b, "training": crop}, keras_b], "training": {"prefetch": 3}},
+                     "r.yaml")
+    assert r.training_for("baseline", "torch") == TrainingSetup(prefetch=3, augment=crop["augment"])  # merged
+    assert r.training_for("baseline", "tensorflow") == TrainingSetup(prefetch=3)
+    assert r.entry_version("baseline.torch") != plain.entry_version("baseline.torch")
+    assert r.entry_version("baseline.tensorflow") == plain.entry_version("baseline.tensorflow")
+    with pytest.raises(RecipeError) as e:  # the Keras baseline of the list may not augment
+        parse_recipe({**BASE, "baseline": [torch_b, {**keras_b, "training": crop}]}, "r.yaml")
+    assert e.value.location == "baseline.1.training.augment" and "also trains in tensorflow" in e.value.problem
+    with pytest.raises(RecipeError, match="baseline.training: .* taken as given"):
+        parse_recipe({**BASE, "baseline": {"source": "import", "framework": "torch", "builder": "a.b:c",
+                                           "train": False, "training": crop}}, "r.yaml")
+
+
 # --- batches and augmentation -----------------------------------------------------------------------------------
 def test_preloaded_and_host_batches_are_the_same_tensors_and_augmentations():
     from compression_pipeline.frameworks import pytorch_train as T

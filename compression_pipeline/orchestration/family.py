@@ -244,7 +244,7 @@ class Family:
         Kubernetes, requests its N GPUs. Dagster gives a step one slot of one pool (dagster 1.13: a step has one
         ``pool`` and claims one slot), so N devices cannot be N slots: a pool's slot stands for the machine's GPUs,
         and with the shipped limit 1 a training step on N GPUs runs alone there, as every benchmark does."""
-        setup = self.r.training_for(name)
+        setup = self.r.training_for(name, fw)
         if not self.r.trains(name, fw) or setup.device == "cpu":
             return {}
         return {"pool": setup.pool, "op_tags": gpu_tags(setup.processes)}
