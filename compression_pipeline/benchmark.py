@@ -29,6 +29,7 @@ import resource
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -99,6 +100,24 @@ def _timing_fields(t: Timing, batch_size: int, warm_s: float = 0.0) -> dict:
 
 
 # --- threads and memory ---------------------------------------------------------------------------------------
+# A launcher running phases side by side names a file holding each phase's thread count now; it rewrites the file
+# when a phase ends, so PyTorch training beside it takes the freed cores from its next step or epoch.
+THREAD_SHARE_ENV = "COMPRESSION_PIPELINE_THREAD_SHARE"
+
+
+def shared_threads() -> int | None:
+    """The thread count the launcher gives this process now (the file named by COMPRESSION_PIPELINE_THREAD_SHARE),
+    or None where no launcher shares the cores (or the file cannot be read: the count in effect stays)."""
+    path = os.environ.get(THREAD_SHARE_ENV)
+    if not path:
+        return None
+    try:
+        n = int(Path(path).read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return n if n > 0 else None
+
+
 def resolve_threads(threads: int | None) -> int:
     """The thread count to set: the recipe's, or one per core this process may run on (cgroup/affinity aware)."""
     if threads:

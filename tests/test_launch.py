@@ -222,3 +222,24 @@ def test_a_killed_phase_fails_the_launch_and_the_next_one_rebuilds_and_summarize
     phases = {r.tags["compression_pipeline/phase"]: r.status for r in runs
               if r.tags["compression_pipeline/launch"] == launch}
     assert phases["torch"] == dg.DagsterRunStatus.FAILURE and phases["reports"] == dg.DagsterRunStatus.SUCCESS
+
+
+def test_a_phase_that_ends_gives_its_cores_to_the_phases_still_running(tmp_path):
+    """Side by side, each phase starts on its share of the cores; when one ends, the launcher rewrites the share
+    file, and a process still running reads the freed cores there (as PyTorch training does between epochs)."""
+    from compression_pipeline.benchmark import THREAD_SHARE_ENV
+    from compression_pipeline.orchestration import launch
+
+    share = tmp_path / "threads-x"
+    share.write_text("1")
+    want = max(1, launch._cores())  # one phase left: every core
+    waiter = ("import sys, time\nfrom compression_pipeline.benchmark import shared_threads\nend = time.time() + 60\n"
+              f"while shared_threads() != {want} and time.time() < end:\n    time.sleep(0.05)\n"
+              f"sys.exit(0 if shared_threads() == {want} else 3)")
+    env = {**os.environ, THREAD_SHARE_ENV: str(share)}
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, cwd=PROJECT_ROOT)
+             for code in ("pass", waiter)]
+    with dg.DagsterInstance.ephemeral() as instance, open(os.devnull, "w") as quiet:
+        results = launch._follow(instance, [(p, {"phase": f"p{i}"}) for i, p in enumerate(procs)],
+                                 launch.Progress(instance, 0, quiet), share)
+    assert [code for code, _ in results] == [0, 0] and share.read_text() == str(want)

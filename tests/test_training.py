@@ -153,6 +153,28 @@ def test_host_batches_train_exactly_as_preloaded_and_record_how(digits_data):
     assert t["epochs"] == 1 and t["samples"] == len(digits_data[0]["y_train"]) and t["samples_per_s"] > 0
 
 
+def test_training_takes_the_cores_a_launcher_frees_between_epochs(digits_data, tmp_path, monkeypatch):
+    """A launcher's share file rewritten during epoch 1 (as when the phase beside this one ends): epoch 2 runs on the
+    new count, the log says so, and the record states the count at the end."""
+    from compression_pipeline.benchmark import THREAD_SHARE_ENV
+
+    share = tmp_path / "share"
+    share.write_text("1")
+    monkeypatch.setenv(THREAD_SHARE_ENV, str(share))
+    parts, spec = digits_data
+    fw, lines = _fw(), []
+
+    def log(line):
+        lines.append((line, torch.get_num_threads()))
+        share.write_text("2")
+
+    model = fw.build(ZooModel(arch="mlp", width=32), spec, seed=0)
+    history = fw.fit(model, parts, spec, Fit(epochs=2, lr=3e-3, seed=0, setup=TrainingSetup()), log=log)
+    assert [n for line, n in lines if line.startswith("epoch")] == [1, 2]
+    assert any(line.startswith("now on 2 threads (was 1)") for line, _ in lines)
+    assert history.training["threads"] == 2
+
+
 def test_bf16_autocast_on_cpu_trains_and_is_recorded(digits_data):
     _, history, acc = _train(digits_data, TrainingSetup(precision="bf16"), epochs=3)
     assert history.training["precision"] == "bf16" and acc > 0.5  # fp32: 0.75 after 3 epochs

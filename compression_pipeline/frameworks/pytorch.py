@@ -47,9 +47,10 @@ class PyTorch(Framework):
         return copy.deepcopy(model)
 
     def set_threads(self, threads: int | None) -> None:
-        from compression_pipeline.benchmark import resolve_threads
+        """``threads`` (None: one per core), or the launcher's share of the cores where it gives one."""
+        from compression_pipeline.benchmark import resolve_threads, shared_threads
 
-        torch.set_num_threads(resolve_threads(threads))
+        torch.set_num_threads(shared_threads() or resolve_threads(threads))
 
     def layout(self, spec: InputSpec):
         return spec.default_layout("torch")

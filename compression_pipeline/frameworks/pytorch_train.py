@@ -271,6 +271,8 @@ def train(model, data: TrainData, loop: Loop, placement: Placement, *, device: t
     n, seen, train_s = len(data.X), 0, 0.0
     history, best = History(), (-1.0, None)
     for epoch in range(loop.epochs):
+        if world == 1:
+            _take_freed_cores(log)
         model.train()
         t0 = time.perf_counter()
         rows = list(epoch_rows(n, loop.batch_size, gen, rank, world))
@@ -324,12 +326,24 @@ def train(model, data: TrainData, loop: Loop, placement: Placement, *, device: t
         seen_t = torch.tensor(seen, dtype=torch.float64)
         dist.all_reduce(seen_t)
         seen = int(seen_t)
-    history.training = {**placement.record(), "epochs": loop.epochs, "train_s": round(train_s, 3),
+    history.training = {**placement.record(), "epochs": loop.epochs, "threads": torch.get_num_threads(),
+                        "train_s": round(train_s, 3),
                         "wall_s": round(time.perf_counter() - t_start, 3), "samples": seen,
                         "samples_per_s": round(seen / train_s, 1) if train_s > 0 else None,
                         "best_epoch": (max(range(len(history)), key=lambda i: history[i]["val_accuracy"]) + 1
                                        if loop.keep_best and history and rank == 0 else None)}
     return history
+
+
+def _take_freed_cores(log) -> None:
+    """Between epochs, the thread count the launcher gives this process now (a phase beside it ended)."""
+    from compression_pipeline.benchmark import shared_threads
+
+    n = shared_threads()
+    if n and n != torch.get_num_threads():
+        if log:
+            log(f"now on {n} threads (was {torch.get_num_threads()}): the launcher gave this phase freed cores")
+        torch.set_num_threads(n)
 
 
 def _accuracy(model, X: torch.Tensor, y: torch.Tensor, device: torch.device, batch_size: int = 256) -> float:

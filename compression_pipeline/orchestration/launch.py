@@ -9,11 +9,12 @@ torch or TensorFlow is imported once per phase instead of once per step (the mul
 step: most of the orchestration overhead on a 2-core machine). The frameworks' model phases run side by side,
 sharing the cores (each gets cores / phases threads unless COMPRESSION_PIPELINE_THREADS says otherwise: measured
 on 2 cores, a small CNN trains in PyTorch 1.5x faster on 2 threads than on 1, in TensorFlow slower, and the two
-side by side on one thread each finish sooner than one after the other); every other phase runs alone, its steps
-one at a time, so a benchmark never shares the cores with training and measures in a process that trained
-nothing. Every run, its events, checks and materializations are in the instance and the UI like any other run; the
-UI, the schedule and the automation sensor still run the whole job with the multiprocess executor (a process per
-step).
+side by side on one thread each finish sooner than one after the other; when one ends, PyTorch training in the
+others takes the freed cores from its next epoch or step: the share file, ``benchmark.shared_threads``); every
+other phase runs alone, its steps one at a time, so a benchmark never shares the cores with training and measures
+in a process that trained nothing. Every run, its events, checks and materializations are in the instance and the
+UI like any other run; the UI, the schedule and the automation sensor still run the whole job with the
+multiprocess executor (a process per step).
 
 The phases' own output (Dagster's event log lines) goes to a log file under `$DAGSTER_HOME/logs/`; this process
 reads the runs' events from the instance and prints the progress lines. A failed gate stops its subtree in its
@@ -202,12 +203,17 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-def _phase_process(job: str, phase: Phase, tags: dict, log, threads: int | None) -> subprocess.Popen:
+def _phase_process(job: str, phase: Phase, tags: dict, log, threads: int | None,
+                   share: Path | None = None) -> subprocess.Popen:
+    from compression_pipeline.benchmark import THREAD_SHARE_ENV
+
     args = [sys.executable, "-m", "compression_pipeline.orchestration.launch", job,
             json.dumps([k.to_user_string() for k in phase.keys]), json.dumps(tags)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if threads is not None:
         env["COMPRESSION_PIPELINE_THREADS"] = str(threads)
+    if share is not None:
+        env[THREAD_SHARE_ENV] = str(share)
     # A new session: Ctrl-C reaches this process only, which then stops the phases itself (SIGINT, then waits).
     return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT, start_new_session=True,
                             env=env)
@@ -253,8 +259,12 @@ def launch(family: str, out=sys.stdout, benchmarks: bool = True) -> int:
                 # as within one run, it is skipped. The report is the exception (as the report_after_failure
                 # sensor does for the UI's runs): rebuilt from the last good models, it lists the rejected ones.
                 blocked = _downstream(graph, progress.failed_or_skipped()) - {f"{family}/report"}
-                # Side by side, the phases share the cores (unless the user fixed the thread count).
+                # Side by side, the phases share the cores (unless the user fixed the thread count); when one ends,
+                # PyTorch training in the others takes the freed cores from its next epoch (the share file).
                 threads = None if settings.threads or len(stage) == 1 else max(1, _cores() // len(stage))
+                share = logs / f"threads-{launch_id}" if threads else None
+                if share:
+                    share.write_text(str(threads))
                 started = []
                 for phase in stage:
                     keys = [k for k in phase.keys if k.to_user_string() not in blocked]
@@ -263,9 +273,11 @@ def launch(family: str, out=sys.stdout, benchmarks: bool = True) -> int:
                                      "skipped: an upstream step or gate failed")
                     if keys:
                         tags = {LAUNCH_TAG: launch_id, PHASE_TAG: phase.name}
-                        proc = _phase_process(job, Phase(phase.name, keys), tags, log, threads)
+                        proc = _phase_process(job, Phase(phase.name, keys), tags, log, threads, share)
                         started.append((phase.name, keys, proc, tags))
-                results = _follow(instance, [(proc, tags) for _, _, proc, tags in started], progress)
+                results = _follow(instance, [(proc, tags) for _, _, proc, tags in started], progress, share)
+                if share:
+                    share.unlink(missing_ok=True)
                 for (name, keys, _, _), (code, run_id) in zip(started, results):
                     names = [k.to_user_string() for k in keys]
                     failures_before = len(progress.failed_or_skipped() & set(names))
@@ -289,10 +301,11 @@ def launch(family: str, out=sys.stdout, benchmarks: bool = True) -> int:
         return summary(family, progress.outcome, runs, time.perf_counter() - start, log_path, out)
 
 
-def _follow(instance, procs: list[tuple[subprocess.Popen, dict]],
-            progress: Progress) -> list[tuple[int | None, str | None]]:
+def _follow(instance, procs: list[tuple[subprocess.Popen, dict]], progress: Progress,
+            share: Path | None = None) -> list[tuple[int | None, str | None]]:
     """Print the phases' steps as they finish, until every phase process has ended; returns per phase (exit code,
-    or None when interrupted, and its run id)."""
+    or None when interrupted, and its run id). When a phase ends, ``share`` (if any) is rewritten with the cores
+    shared out among those still running."""
     runs, cursors, codes = [None] * len(procs), [None] * len(procs), [None] * len(procs)
     try:
         while True:
@@ -306,6 +319,9 @@ def _follow(instance, procs: list[tuple[subprocess.Popen, dict]],
                     cursors[i] = progress.follow(runs[i].run_id, cursors[i])
                 if finished:
                     codes[i] = proc.returncode
+                    running = sum(c is None for c in codes)
+                    if share and running:
+                        _write_share(share, max(1, _cores() // running))
             if all(c is not None for c in codes):
                 return [(c, r.run_id if r else None) for c, r in zip(codes, runs)]
             time.sleep(0.5)
@@ -319,6 +335,13 @@ def _follow(instance, procs: list[tuple[subprocess.Popen, dict]],
             except subprocess.TimeoutExpired:
                 proc.kill()
         return [(None, r.run_id if r else None) for r in runs]
+
+
+def _write_share(share: Path, threads: int) -> None:
+    """Replace the share file's count in one step (a reader sees the old count or the new, never a torn file)."""
+    tmp = share.with_name(share.name + ".tmp")
+    tmp.write_text(str(threads))
+    tmp.replace(share)
 
 
 def _interrupt(signum, frame):
