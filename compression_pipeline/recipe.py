@@ -371,11 +371,14 @@ class Recipe(Strict):
         return get_method(v.method).output_form(self.form(v.parent, framework))
 
     def training_for(self, name: str, framework: str | None = None) -> TrainingSetup:
-        """How model ``name`` trains: its variant's (or ``framework``'s baseline's) merged ``training`` block, else
-        the family's."""
-        own = getattr(self.baselines.get(framework), "training", None) if name == "baseline" else \
-            self.variants[name].training
-        return own or self.training
+        """How model ``name`` trains: its variant's (or ``framework``'s baseline's, so the baseline needs one) merged
+        ``training`` block, else the family's."""
+        if name != "baseline":
+            return self.variants[name].training or self.training
+        if framework not in self.baselines:
+            raise ValueError(f"training_for('baseline') needs one of the baseline's frameworks {list(self.baselines)}, "
+                             f"got {framework!r}")
+        return getattr(self.baselines[framework], "training", None) or self.training
 
     def trains(self, name: str, framework: str) -> bool:
         """Whether building model ``name`` in ``framework`` trains a network (a training baseline, distillation,

@@ -230,9 +230,9 @@ def test_a_phase_that_ends_gives_its_cores_to_the_phases_still_running(tmp_path)
     from compression_pipeline.benchmark import THREAD_SHARE_ENV
     from compression_pipeline.orchestration import launch
 
-    share = tmp_path / "threads-x"
-    share.write_text("1")
     want = max(1, launch._cores())  # one phase left: every core
+    share = tmp_path / "threads-x"
+    share.write_text(str(want + 1))  # any other count: the waiter passes only once the launcher has rewritten it
     waiter = ("import sys, time\nfrom compression_pipeline.benchmark import shared_threads\nend = time.time() + 60\n"
               f"while shared_threads() != {want} and time.time() < end:\n    time.sleep(0.05)\n"
               f"sys.exit(0 if shared_threads() == {want} else 3)")

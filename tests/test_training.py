@@ -61,7 +61,7 @@ def test_a_variant_overrides_fields_of_the_family_block_and_is_checked_merged():
     r = parse_recipe({**BASE, "training": {"device": "cuda", "processes": 2},
                       "variants": {"p": {**prune, "training": {"precision": "fp16"}}}}, "r.yaml")
     assert r.training_for("p") == TrainingSetup(device="cuda", processes=2, precision="fp16")
-    assert r.training_for("baseline") == TrainingSetup(device="cuda", processes=2)
+    assert r.training_for("baseline", "torch") == TrainingSetup(device="cuda", processes=2)
     with pytest.raises(RecipeError, match="variants.p.training: precision 'fp16'"):  # fp16 on the family's CPU
         parse_recipe({**BASE, "variants": {"p": {**prune, "training": {"precision": "fp16"}}}}, "r.yaml")
     with pytest.raises(RecipeError, match="trains nothing"):  # a block on a method that never trains
