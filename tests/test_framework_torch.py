@@ -321,6 +321,25 @@ def test_adapted_fits_the_stem_to_small_gray_images(builder, tmp_path):
                           kwargs={"weights": "DEFAULT"}), GRAY28)
 
 
+def test_adapted_drops_the_max_pool_alone_and_refuses_it_where_there_is_none():
+    """max_pool=False keeps the stem's stride 2: a ResNet sees 14x14 maps from 28x28 images (7x7 with the pool)."""
+    source = imported("compression_pipeline.frameworks.pytorch_zoo:adapted", builder="torchvision.models:resnet18",
+                      kwargs={"num_classes": 10}, in_channels=1, max_pool=False)
+    model = FW.build(source, GRAY28, seed=0)
+    assert model.conv1.stride == (2, 2) and model.conv1.in_channels == 1
+    assert not any(isinstance(m, nn.MaxPool2d) for m in model.modules())
+    maps = {}
+    model.layer1.register_forward_hook(lambda mod, inp, out: maps.update(layer1=out.shape[-2:]))
+    assert FW.predict(model, np.zeros((2, 1, 28, 28)), GRAY28).shape == (2, 10)
+    assert tuple(maps["layer1"]) == (14, 14)
+    with pytest.raises(ModelError, match="max_pool=False, but torchvision.models:mobilenet_v3_small has no stem"):
+        FW.build(imported("compression_pipeline.frameworks.pytorch_zoo:adapted",
+                          builder="torchvision.models:mobilenet_v3_small", max_pool=False), GRAY28)
+    with pytest.raises(ModelError, match="stem_stride must be a positive integer, got 0"):
+        FW.build(imported("compression_pipeline.frameworks.pytorch_zoo:adapted",
+                          builder="torchvision.models:resnet18", stem_stride=0), GRAY28)
+
+
 def _metadata(path: Path) -> dict:
     from safetensors import safe_open
 

@@ -45,12 +45,15 @@ class ZooMLP(nn.Module):
         return self.fc3(F.relu(self.fc2(F.relu(self.fc1(x.flatten(1))))))
 
 
-def adapted(builder: str, kwargs: dict | None = None, in_channels: int = 3, small_input: bool = False) -> nn.Module:
+def adapted(builder: str, kwargs: dict | None = None, in_channels: int = 3, small_input: bool = False,
+            stem_stride: int | None = None, max_pool: bool | None = None) -> nn.Module:
     """``builder(**kwargs)`` with its stem fitted to the data: the stem convolution (the model's first ``nn.Conv2d``)
-    rebuilt to take ``in_channels``; with ``small_input`` (e.g. 28x28 or 32x32 images), that convolution's stride set
-    to 1 and a stem max-pool held as a ``maxpool`` attribute (torchvision and timm ResNets) removed, so small images
-    are not shrunk 4x before the first block. The new stem keeps kernel, padding and bias; its weights are freshly
-    initialized.
+    rebuilt to take ``in_channels``. ``stem_stride`` sets that convolution's stride and ``max_pool=False`` removes a
+    stem max-pool held as a ``maxpool`` attribute (torchvision and timm ResNets; an error where there is none).
+    ``small_input`` (e.g. 28x28 or 32x32 images) is both, stride 1 and no max-pool where there is one, so small images
+    are not shrunk 4x before the first block; a ResNet with ``max_pool=False`` alone shrinks them 2x (28x28 ->
+    14x14) at about a quarter of ``small_input``'s cost. The
+    new stem keeps kernel, padding and bias; its weights are freshly initialized.
 
     Checked with torchvision ResNets, MobileNetV3 and timm models whose first ``nn.Conv2d`` is the stem (ResNets,
     EfficientNets, MobileNets). Not for stems that are not an ``nn.Conv2d`` (a ViT's patch embedding convolution is,
@@ -65,19 +68,28 @@ def adapted(builder: str, kwargs: dict | None = None, in_channels: int = 3, smal
         if kwargs.get(key) not in (None, False, ""):
             raise ValueError(f"adapted: kwargs.{key}={kwargs[key]!r} would download trained weights (no network "
                              f"here): set it to null/false and give trained weights as a file")
+    if stem_stride is not None and (isinstance(stem_stride, bool) or not isinstance(stem_stride, int)
+                                    or stem_stride < 1):
+        raise ValueError(f"adapted: stem_stride must be a positive integer, got {stem_stride!r}")
+    stride = stem_stride if stem_stride is not None else (1 if small_input else None)
+    pool = max_pool if max_pool is not None else not small_input
     model = import_callable(builder)(**kwargs)
     name, stem = next(((n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)), (None, None))
     if stem is None:
         raise ValueError(f"adapted: {builder} builds no nn.Conv2d, so there is no stem to adapt")
     if stem.groups != 1:
         raise ValueError(f"adapted: the stem {name} of {builder} is a grouped convolution ({stem.groups} groups)")
-    if stem.in_channels != in_channels or small_input:
+    has_pool = isinstance(getattr(model, "maxpool", None), nn.MaxPool2d)
+    if max_pool is False and not has_pool:
+        raise ValueError(f"adapted: max_pool=False, but {builder} has no stem max-pool (an nn.MaxPool2d named "
+                         f"maxpool) to remove")
+    if stem.in_channels != in_channels or stride is not None:
         # The stem's own class (timm's Conv2dSame pads at run time); padding_mode only when set, as such subclasses
         # do not all take it.
         extra = {} if stem.padding_mode == "zeros" else {"padding_mode": stem.padding_mode}
         model.set_submodule(name, type(stem)(
-            in_channels, stem.out_channels, stem.kernel_size, stride=1 if small_input else stem.stride,
+            in_channels, stem.out_channels, stem.kernel_size, stride=stride or stem.stride,
             padding=stem.padding, dilation=stem.dilation, bias=stem.bias is not None, **extra))
-    if small_input and isinstance(getattr(model, "maxpool", None), nn.MaxPool2d):
+    if not pool and has_pool:
         model.maxpool = nn.Identity()
     return model
