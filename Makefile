@@ -30,12 +30,13 @@ resume: install
 
 # The whole suite on a fresh machine: first what the tests need beyond Python (a PostgreSQL server, Debian's
 # chromium: installed with apt when missing, started when down), then the linter, then pytest on TEST_WORKERS
-# processes (pytest-xdist; the long tests go first and idle workers steal queued ones). TEST_WORKERS=0: one process.
+# processes (pytest-xdist; the long tests go first and idle workers steal queued ones; the 15 slowest are listed at
+# the end). TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 2
 test: install
 	scripts/test_services.sh
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal --durations=15
 
 # The Dagster UI (webserver + daemon: schedules and automation) on 127.0.0.1:3000. It listens on loopback
 # only; to serve other machines, say so: make ui UI_HOST=0.0.0.0 (and put authentication in front of it).
