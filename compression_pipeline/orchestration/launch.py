@@ -292,7 +292,8 @@ def launch(family: str, out=sys.stdout, benchmarks: bool = True) -> int:
                         runs.append(run_id)
                     if code is None:  # interrupted
                         print("\nInterrupted: the running phases were stopped; their runs are marked failed or "
-                              "canceled in the instance. `make run` again rebuilds what is missing or stale.", file=out)
+                              "canceled in the instance. `make run` again runs the whole family again; `make resume "
+                              "RUN=<run id>` re-executes one of these runs from where it stopped.", file=out)
                         return 130
                     if code != 0 and not run_id:
                         print(f"\nThe {name} phase could not start: see {log_path}", file=out)
