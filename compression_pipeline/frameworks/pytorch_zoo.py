@@ -52,8 +52,8 @@ def adapted(builder: str, kwargs: dict | None = None, in_channels: int = 3, smal
     stem max-pool held as a ``maxpool`` attribute (torchvision and timm ResNets; an error where there is none).
     ``small_input`` (e.g. 28x28 or 32x32 images) is both, stride 1 and no max-pool where there is one, so small images
     are not shrunk 4x before the first block; a ResNet with ``max_pool=False`` alone shrinks them 2x (28x28 ->
-    14x14) at about a quarter of ``small_input``'s cost. The
-    new stem keeps kernel, padding and bias; its weights are freshly initialized.
+    14x14) at about a quarter of ``small_input``'s cost. The new stem keeps kernel, padding and bias; its weights
+    are freshly initialized.
 
     Checked with torchvision ResNets, MobileNetV3 and timm models whose first ``nn.Conv2d`` is the stem (ResNets,
     EfficientNets, MobileNets). Not for stems that are not an ``nn.Conv2d`` (a ViT's patch embedding convolution is,
