@@ -4,6 +4,9 @@ PY := $(VENV)/bin/python
 FAMILY ?= digits
 export DAGSTER_HOME := $(CURDIR)/dagster_home
 export PYTHONUNBUFFERED := 1
+# dagster.yaml turns telemetry off, but only this variable stops the webserver's and daemon's telemetry-upload thread
+# (it renames $DAGSTER_HOME/logs/ away whenever that folder is not empty).
+export DAGSTER_DISABLE_TELEMETRY := 1
 
 .PHONY: install run test ui report resume
 
@@ -24,9 +27,16 @@ run: install
 report: install
 	$(PY) -m compression_pipeline report $(FAMILY)
 
-# Re-execute a failed run from its failure: make resume RUN=<run id> (the UI's "Re-execute from failure").
+# Complete an interrupted (or failed, then fixed) launch: make resume FAMILY=<name> builds the data, then only what is
+# missing or stale, reusing every current model. make resume RUN=<run id> re-executes one run from its failure (the
+# UI's "Re-execute from failure").
 resume: install
+ifdef RUN
 	$(PY) -m compression_pipeline resume $(RUN)
+else
+	scripts/family_data.sh $(FAMILY)
+	$(PY) -m compression_pipeline run $(FAMILY) --stale
+endif
 
 # The whole suite on a fresh machine: first what the tests need beyond Python (a PostgreSQL server, Debian's
 # chromium: installed with apt when missing, started when down), then the linter, then pytest on TEST_WORKERS

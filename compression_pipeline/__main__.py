@@ -1,7 +1,8 @@
 """Command line (``python -m compression_pipeline ...``):
 
 - ``run <family>`` materializes the family through Dagster on the instance in $DAGSTER_HOME (what ``make run``
-  does), with one progress line per step and a summary (``orchestration/launch.py``);
+  does), with one progress line per step and a summary (``orchestration/launch.py``); ``--stale``: the data, then
+  only what is missing or stale (what ``make resume FAMILY=...`` does to complete an interrupted launch);
 - ``report <family>`` prints a family's comparison table; ``lineage <family>/<asset>`` where an asset came from:
   both only read what the runs wrote, so they are cheap and never retrain anything;
 - ``resume <run_id>`` re-executes a failed run from its failure.
@@ -70,11 +71,11 @@ def lineage(asset: str, as_json: bool) -> int:
     return 0 if steps[0].kind != "missing" else 1
 
 
-def run(family: str, benchmarks: bool = True) -> int:
+def run(family: str, benchmarks: bool = True, stale: bool = False) -> int:
     os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / "dagster_home"))  # the same default as `make run`
     from compression_pipeline.orchestration.launch import launch
 
-    return launch(family, benchmarks=benchmarks)
+    return launch(family, benchmarks=benchmarks, stale=stale)
 
 
 def main(argv=None) -> int:
@@ -84,6 +85,8 @@ def main(argv=None) -> int:
     p.add_argument("family", nargs="?", default="digits")
     p.add_argument("--no-benchmarks", action="store_true",
                    help="the data, models and exports only (each gated): no benchmarks, report or candidate")
+    p.add_argument("--stale", action="store_true",
+                   help="the data, then only what is missing or stale (completes an interrupted launch)")
     p = sub.add_parser("report", help="print a family's comparison table and the paths of its report files")
     p.add_argument("family", nargs="?", default="digits")
     p = sub.add_parser("resume", help="re-execute a failed run from its failure (the steps that succeeded are kept)")
@@ -94,7 +97,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
-            return run(args.family, benchmarks=not args.no_benchmarks)
+            return run(args.family, benchmarks=not args.no_benchmarks, stale=args.stale)
         if args.command == "report":
             return report(args.family)
         if args.command == "resume":

@@ -150,6 +150,24 @@ def test_editing_one_recipe_entry_requests_exactly_its_subtree(family, edit):
     assert _requested(tick, after) == set()
 
 
+def test_what_make_run_updates_triggers_nothing_and_what_the_ui_updates_does(family):
+    """A launch (`make run`) builds what stands below its updates itself, so the sensor of a `make ui` running beside
+    it must not request the next phase's assets between two phases; the same update from any other run (the UI's,
+    the schedule's) requests everything below it."""
+    from compression_pipeline.orchestration.automation import LAUNCH_TAG
+
+    settings, _, _, instance = family
+    defs = build_definitions(settings)
+    tick = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+    job, data = defs.resolve_job_def("tiny_recompress"), [dg.AssetKey(["tiny", n]) for n in ("raw_dataset", "splits")]
+    assert job.execute_in_process(instance=instance, asset_selection=data, tags={LAUNCH_TAG: "0123456789ab"}).success
+    tick = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=tick.cursor)
+    assert _requested(tick, defs) == set()
+    assert job.execute_in_process(instance=instance, asset_selection=data).success
+    tick = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=tick.cursor)
+    assert _requested(tick, defs) == FAMILY - {"tiny/raw_dataset", "tiny/splits"}
+
+
 # --- automation: the dataset file --------------------------------------------------------------------------
 def test_a_changed_dataset_file_requests_the_whole_chain(family):
     settings, _, _, instance = family

@@ -7,6 +7,8 @@ import os
 import re
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -243,3 +245,144 @@ def test_a_phase_that_ends_gives_its_cores_to_the_phases_still_running(tmp_path)
         results = launch._follow(instance, [(p, {"phase": f"p{i}"}) for i, p in enumerate(procs)],
                                  launch.Progress(instance, 0, quiet), share)
     assert [code for code, _ in results] == [0, 0] and share.read_text() == str(want)
+
+
+def _start(env, family="tiny", *args):
+    """A launch in the background: (process, its first line, the log path that line names)."""
+    proc = subprocess.Popen([sys.executable, "-m", "compression_pipeline", "run", family, *args], env=env,
+                            cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    first = proc.stdout.readline()
+    found = re.search(r"Dagster's log: (\S+)$", first)
+    assert found, first + proc.stdout.read()
+    return proc, first, Path(found.group(1))
+
+
+def _wait(condition, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"waited {seconds} s for {what}"
+        time.sleep(0.2)
+
+
+@pytest.mark.e2e(minutes=3)
+def test_the_ui_started_during_a_launch_leaves_the_launch_and_its_log_alone(roots, tmp_path, tiny_recipe_dict):
+    """`make ui` beside `make run`: the webserver alone, then `dagster dev` (webserver and daemon), each started on the
+    launch's instance while it trains. Both run Dagster's telemetry-upload thread, which renames $DAGSTER_HOME/logs/
+    away whenever it is not empty: started here without DAGSTER_DISABLE_TELEMETRY (as by hand), each takes a file
+    left in logs/, and the launch, its log and its thread-share file live elsewhere: the launch completes and its
+    log is where its first line says. Nothing else builds the family meanwhile: every run is the launch's."""
+    from servers import dagster_server
+
+    tiny_recipe_dict["baseline"]["epochs"] = 400  # trains long enough for both servers to start meanwhile
+    write_recipe(roots, tiny_recipe_dict)
+    home, env = _env(roots, tmp_path)
+    env.pop("DAGSTER_DISABLE_TELEMETRY", None)
+    env["DAGSTER_TELEMETRY_URL"] = "http://127.0.0.1:9/"  # the upload itself goes nowhere
+    proc, first, log_path = _start(env)
+    assert log_path.parent == home / "compression_pipeline" / "launches" and log_path.is_file()
+    for which in ("webserver", "dev"):
+        canary = home / "logs" / f"left-by-{which}"
+        canary.parent.mkdir(exist_ok=True)
+        canary.write_text("Dagster's telemetry folder")
+        with dagster_server(which, env, tmp_path / f"{which}.log"):
+            _wait(lambda c=canary: not c.exists(), 60, f"the {which}'s telemetry thread to take logs/")
+            assert proc.poll() is None, "the launch ended before the server was up: give it more epochs"
+            assert log_path.is_file()
+    out = first + proc.stdout.read()
+    assert proc.wait(timeout=600) == 0, out
+    assert "0 failed gate(s), 0 failed step(s), 0 skipped" in out, out
+    assert log_path.is_file() and log_path.stat().st_size > 0
+    launch = log_path.stem.rsplit("-", 1)[1]
+    assert {r.tags.get("compression_pipeline/launch") for r in _runs(home)} == {launch}
+
+
+@pytest.mark.e2e(minutes=3)
+def test_a_killed_launcher_stops_its_phases_a_second_launch_is_refused_and_resume_reuses_what_was_built(
+        roots, tmp_path, tiny_recipe_dict):
+    """SIGKILL of the launcher while its PyTorch phase trains: a second launch of the family meanwhile is refused,
+    naming the running one; the phase process notices its launcher is gone, marks its run and exits; then
+    `make resume FAMILY=tiny` (`run --stale`) builds what is missing or stale and reuses every model that was built
+    (no step that materialized in the killed launch runs again)."""
+    tiny_recipe_dict["variants"]["slow"] = {"from": "baseline", "method": "prune_unstructured", "sparsity": 0.5,
+                                            "finetune_epochs": 5000}
+    write_recipe(roots, tiny_recipe_dict)
+    home, env = _env(roots, tmp_path)
+    proc, _, log_path = _start(env)
+    launch = log_path.stem.rsplit("-", 1)[1]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DAGSTER_HOME", str(home))
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            def slow_started() -> bool:
+                runs = instance.get_runs(dg.RunsFilter(tags={"compression_pipeline/launch": launch}))
+                return any(e.step_key == "tiny__torch_slow" for r in runs
+                           for e in instance.all_logs(r.run_id, of_type=dg.DagsterEventType.STEP_START))
+            _wait(slow_started, 300, "the slow variant to start training")
+
+    second = subprocess.run([sys.executable, "-m", "compression_pipeline", "run", "tiny"], env=env, cwd=PROJECT_ROOT,
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert second.returncode == 2, second.stdout + second.stderr
+    assert f"a launch of 'tiny' is still running on this instance: launch {launch}" in second.stderr
+    assert f"kill {proc.pid}" in second.stderr and str(log_path) in second.stderr
+
+    phases = lambda: subprocess.run(["pgrep", "-f", launch], capture_output=True, text=True,
+                                    check=False).stdout.split()
+    assert phases()
+    proc.kill()
+    proc.wait()
+    _wait(lambda: not phases(), 120, "the orphaned phase process to stop")
+    killed = [r for r in _runs(home) if r.tags.get("compression_pipeline/launch") == launch]
+    assert all(r.status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED, dg.DagsterRunStatus.SUCCESS)
+               for r in killed), [(r.tags, r.status) for r in killed]
+    built = _materialized(home, killed)
+    assert {"tiny/raw_dataset", "tiny/splits", "tiny/torch_baseline"} <= built and "tiny/torch_slow" not in built
+
+    tiny_recipe_dict["variants"]["slow"]["finetune_epochs"] = 2
+    write_recipe(roots, tiny_recipe_dict)
+    run = subprocess.run([sys.executable, "-m", "compression_pipeline", "run", "tiny", "--stale"], env=env,
+                         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600, check=False)
+    assert run.returncode == 0, run.stdout + run.stderr
+    resumed = [r for r in _runs(home) if r.tags.get("compression_pipeline/launch") not in (launch, None)]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DAGSTER_HOME", str(home))
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            started = {e.step_key.replace("__", "/") for r in resumed
+                       for e in instance.all_logs(r.run_id, of_type=dg.DagsterEventType.STEP_START)}
+    again = (built - {"tiny/raw_dataset", "tiny/splits"}) & started
+    assert not again, f"built in the killed launch and run again: {again}\n{run.stdout}"
+    assert {"tiny/torch_slow", "tiny/torch_slow_onnx", "tiny/report"} <= started, run.stdout
+    assert re.search(r"tiny: \d+ of \d+ steps to build, [1-9]\d* current and reused", run.stdout), run.stdout
+
+
+def _materialized(home, runs) -> set[str]:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DAGSTER_HOME", str(home))
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            return {e.dagster_event.asset_key.to_user_string() for r in runs
+                    for e in instance.all_logs(r.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)}
+
+
+def test_a_launcher_that_fails_stops_its_phases_and_says_how_to_complete_the_family(roots, tmp_path, tiny_recipe_dict):
+    """Any error of the launcher's own (here: printing a progress line fails, as on a full disk or a closed terminal)
+    stops the phase processes it started before it ends, and says so; none runs on without it."""
+    write_recipe(roots, tiny_recipe_dict)
+    home, env = _env(roots, tmp_path)
+    driver = ("import sys\nfrom compression_pipeline.orchestration import launch as L\n"
+              "def broken(self, ev):\n    raise OSError('no space left on device (simulated)')\n"
+              "L.Progress._step_line = broken\nsys.exit(L.launch('tiny'))\n")
+    run = subprocess.run([sys.executable, "-c", driver], env=env, cwd=PROJECT_ROOT, capture_output=True, text=True,
+                         timeout=600, check=False)
+    assert run.returncode == 1 and "OSError: no space left on device (simulated)" in run.stderr, run.stderr
+    assert "The launcher failed (OSError: no space left on device (simulated)); it stopped the 1 phase process(es) " \
+           "still running" in run.stdout, run.stdout
+    assert "`make resume FAMILY=tiny`" in run.stdout
+    launch = re.search(r"run-tiny-(\w+)\.log", run.stdout).group(1)
+    assert not subprocess.run(["pgrep", "-f", launch], capture_output=True, text=True, check=False).stdout
+    [data] = [r for r in _runs(home) if r.tags.get("compression_pipeline/launch") == launch]
+    assert data.status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED, dg.DagsterRunStatus.SUCCESS)
+
+
+def test_the_launchers_files_live_in_a_folder_dagster_does_not_use(tmp_path):
+    from compression_pipeline.orchestration import launches
+
+    where = launches.folder(tmp_path)
+    assert where.relative_to(tmp_path).parts[0] not in launches.DAGSTER_NAMES and where.is_dir()

@@ -15,12 +15,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -30,6 +25,7 @@ import yaml
 from compression_pipeline.settings import PROJECT_ROOT
 
 from conftest import TINY
+from servers import dagster_server
 
 pytestmark = pytest.mark.browser
 
@@ -40,35 +36,10 @@ ARTIFACTS = PROJECT_ROOT / "test-artifacts" / "ui"
 GROUPS = ["data", "models", "exports", "benchmarks", "reports"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-# A process started from a background job inherits SIGINT/SIGTERM as ignored, and `dagster dev` would then never
-# stop: the server starts through this launcher (`python -c DEFAULT_SIGNALS_EXEC -m dagster dev ...`), which gives it
-# the default dispositions and execs it in place (same pid, so still the leader of its own session). A launcher
-# rather than Popen's preexec_fn, which is not safe in a process with threads.
-DEFAULT_SIGNALS_EXEC = (
-    "import os, signal, sys\n"
-    "for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):\n"
-    "    signal.signal(sig, signal.SIG_DFL)\n"
-    "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])\n"
-)
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-
-
 @contextmanager
 def dagster_dev(tmp_path: Path, log_path: Path):
-    """`dagster dev -w workspace.yaml` on a free port; yields (base url, seconds until it answered)."""
+    """`dagster dev -w workspace.yaml` on a free port with the TINY recipe; yields (base url, seconds until it
+    answered)."""
     home, recipes, data, artifacts = (tmp_path / n for n in ("home", "recipes", "data", "artifacts"))
     for d in (home, recipes, data, artifacts):
         d.mkdir()
@@ -76,38 +47,8 @@ def dagster_dev(tmp_path: Path, log_path: Path):
     (recipes / "tiny.yaml").write_text(yaml.safe_dump(TINY))
     env = {**os.environ, "DAGSTER_HOME": str(home), "COMPRESSION_PIPELINE_RECIPES": str(recipes),
            "COMPRESSION_PIPELINE_DATA": str(data), "COMPRESSION_PIPELINE_ARTIFACTS": str(artifacts)}
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    t0 = time.monotonic()
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "-c", DEFAULT_SIGNALS_EXEC, "-m", "dagster", "dev",
-                                 "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)], cwd=PROJECT_ROOT,
-                                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        while True:
-            assert proc.poll() is None, f"dagster dev exited with {proc.returncode}; see {log_path}"
-            assert time.monotonic() - t0 < 180, f"dagster dev did not answer on {url} within 180 s; see {log_path}"
-            try:
-                with urllib.request.urlopen(f"{url}/server_info", timeout=2):
-                    break
-            except OSError:
-                time.sleep(0.5)
-        yield url, time.monotonic() - t0
-    finally:
-        # Stop the whole process group (webserver, daemon, code server, run workers) the way Ctrl-C does.
-        if _group_alive(proc.pid):
-            os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            pass
-        deadline = time.monotonic() + 15
-        while _group_alive(proc.pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        clean = not _group_alive(proc.pid)
-        if not clean:
-            os.killpg(proc.pid, signal.SIGKILL)
-        assert clean and proc.returncode is not None, f"dagster dev left processes behind after SIGINT; see {log_path}"
+    with dagster_server("dev", env, log_path) as served:
+        yield served
 
 
 def test_ui_graph_materialize_checks_and_automation(tmp_path):

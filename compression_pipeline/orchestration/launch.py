@@ -16,8 +16,10 @@ in a process that trained nothing. Every run, its events, checks and materializa
 UI like any other run; the UI, the schedule and the automation sensor still run the whole job with the
 multiprocess executor (a process per step).
 
-The phases' own output (Dagster's event log lines) goes to a log file under `$DAGSTER_HOME/logs/`; this process
-reads the runs' events from the instance and prints the progress lines. A failed gate stops its subtree in its
+The phases' own output (Dagster's event log lines) goes to a log file in the project's own folder of the instance
+(`$DAGSTER_HOME/compression_pipeline/launches/`, never Dagster's `logs/`: see launches.py, which also keeps one
+launch per family and stops phases whose launcher died); this process reads the runs' events from the instance and
+prints the progress lines. A failed gate stops its subtree in its
 run; the later phases still run (they read the last good artifacts), so the report is rebuilt from the last good
 models and lists the rejected ones, and the summary says which gate failed, by how much, and what to do.
 """
@@ -35,15 +37,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
-from dagster._core.events import DagsterEventType
 
+from compression_pipeline.orchestration import launches
+from compression_pipeline.orchestration.automation import LAUNCH_TAG
 from compression_pipeline.orchestration.family import PHASE_TAG
 from compression_pipeline.settings import PROJECT_ROOT
 
-LAUNCH_TAG = "compression_pipeline/launch"
 # Dagster's console output inside a phase: warnings and errors only (the full event log is in the instance).
 QUIET = {"execution": {"config": {"in_process": {}}}, "loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-_STEP_END = {DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE, DagsterEventType.STEP_SKIPPED}
+_STEP_END = {dg.DagsterEventType.STEP_SUCCESS, dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.STEP_SKIPPED}
 
 
 @dataclass
@@ -137,9 +139,9 @@ class Progress:
                         self.noted[entry.step_key] = entry.timestamp
                         print(text, file=self.out, flush=True)
             return
-        if ev.event_type == DagsterEventType.STEP_START:
+        if ev.event_type == dg.DagsterEventType.STEP_START:
             self.noted[ev.step_key] = entry.timestamp
-        if ev.event_type == DagsterEventType.ASSET_CHECK_EVALUATION:
+        if ev.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
             data = ev.event_specific_data
             asset = data.asset_key.to_user_string()
             self.checks.setdefault(asset, []).append(data)
@@ -159,16 +161,16 @@ class Progress:
         checks = self.checks.get(asset, [])
         gates = ", ".join(f"{c.check_name} {'ok' if c.passed else 'FAILED'}" for c in checks) or "-"
         seconds = "    -   "
-        if ev.event_type == DagsterEventType.STEP_SKIPPED:
+        if ev.event_type == dg.DagsterEventType.STEP_SKIPPED:
             gates = "skipped: an upstream step or gate failed"
             self.outcome.skipped.append(asset)
-        elif ev.event_type == DagsterEventType.STEP_FAILURE:
+        elif ev.event_type == dg.DagsterEventType.STEP_FAILURE:
             err = ev.event_specific_data.error
             # A failed blocking check fails its step after the asset is stored: the gate says it all.
             if not (err and err.cls_name == "DagsterAssetCheckFailedError"):
                 gates = "ERROR (see the summary)"
                 self.outcome.failed_steps.append({"asset": asset, "error": err.message.strip() if err else "failed"})
-        if ev.event_type != DagsterEventType.STEP_SKIPPED and ev.event_specific_data is not None and \
+        if ev.event_type != dg.DagsterEventType.STEP_SKIPPED and ev.event_specific_data is not None and \
                 getattr(ev.event_specific_data, "duration_ms", None) is not None:
             seconds = f"{ev.event_specific_data.duration_ms / 1000:6.1f} s"
         self._line(asset, seconds, gates)
@@ -203,20 +205,21 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-def _phase_process(job: str, phase: Phase, tags: dict, log, threads: int | None,
-                   share: Path | None = None) -> subprocess.Popen:
+def _phase_process(job: str, phase: Phase, tags: dict, log, threads: int | None, share: Path | None,
+                   lock_fd: int) -> subprocess.Popen:
     from compression_pipeline.benchmark import THREAD_SHARE_ENV
 
     args = [sys.executable, "-m", "compression_pipeline.orchestration.launch", job,
             json.dumps([k.to_user_string() for k in phase.keys]), json.dumps(tags)]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", launches.LAUNCHER_PID_ENV: str(os.getpid())}
     if threads is not None:
         env["COMPRESSION_PIPELINE_THREADS"] = str(threads)
     if share is not None:
         env[THREAD_SHARE_ENV] = str(share)
     # A new session: Ctrl-C reaches this process only, which then stops the phases itself (SIGINT, then waits).
+    # The phase inherits the family's lock, so no second launch starts while it still runs (launches.py).
     return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT, start_new_session=True,
-                            env=env)
+                            env=env, pass_fds=(lock_fd,))
 
 
 def _find_run(instance: dg.DagsterInstance, tags: dict):
@@ -224,118 +227,199 @@ def _find_run(instance: dg.DagsterInstance, tags: dict):
     return runs[0] if runs else None
 
 
-def launch(family: str, out=sys.stdout, benchmarks: bool = True) -> int:
-    """Materialize every asset of ``family`` (without ``benchmarks``: the data, models and exports only, each gated);
-    print progress and a summary. Returns the exit status: 0 when every step ran and every gate passed."""
+def resume_hint(family: str) -> str:
+    return (f"`make resume FAMILY={family}` (python -m compression_pipeline run {family} --stale) completes it: it "
+            "builds only what is missing or stale and reuses every model, export and benchmark that is current; "
+            "`make run` rebuilds the whole family")
+
+
+def launch(family: str, out=sys.stdout, benchmarks: bool = True, stale: bool = False) -> int:
+    """Materialize every asset of ``family`` (without ``benchmarks``: the data, models and exports only, each gated;
+    with ``stale``: the data, then only what is missing or stale); print progress and a summary. Returns the exit
+    status: 0 when every step ran and every gate passed. Raises LaunchBusy while another launch of the family runs."""
     from compression_pipeline.definitions import defs
     from compression_pipeline.recipe import load_recipes
     from compression_pipeline.settings import Settings
 
-    # kill (SIGTERM), a CI timeout, or Ctrl-C, even where a background start left SIGINT ignored: each stops the
-    # running phases and marks their runs, never leaving phase processes behind (they run in sessions of their own).
+    # kill (SIGTERM), a closed terminal (SIGHUP), a CI timeout, or Ctrl-C, even where a background start left SIGINT
+    # ignored: each stops the running phases and marks their runs, never leaving phase processes behind.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGHUP, _interrupt)
     settings = Settings.from_env()
     recipes = {r.name: r for r in load_recipes(settings.recipes_dir)}
     if family not in recipes:
         print(f"error: no family {family!r} in {settings.recipes_dir}; families: {sorted(recipes)}", file=sys.stderr)
         return 2
-    job = f"{family}_recompress"
     plan = [p for p in phases(defs, recipes[family])
             if benchmarks or not (p.name.endswith("-benchmarks") or p.name == "reports")]
-    total = sum(len(p.keys) for p in plan)
     launch_id = uuid.uuid4().hex[:12]
-    start = time.perf_counter()
     with dg.DagsterInstance.get() as instance:
-        logs = Path(instance.root_directory) / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        log_path = logs / f"run-{family}-{launch_id}.log"
-        print(f"Materializing {family}: {total} steps in {len(plan)} phases "
-              f"({', '.join(f'{p.name} {len(p.keys)}' for p in plan)}); Dagster's log: {log_path}", file=out)
-        progress, runs, graph = Progress(instance, total, out), [], defs.resolve_asset_graph()
-        with open(log_path, "ab") as log:
-            for stage in stages(plan):
-                # What stands on a failed step or gate is not built on the last good version behind its back:
-                # as within one run, it is skipped. The report is the exception (as the report_after_failure
-                # sensor does for the UI's runs): rebuilt from the last good models, it lists the rejected ones.
-                blocked = _downstream(graph, progress.failed_or_skipped()) - {f"{family}/report"}
-                # Side by side, the phases share the cores (unless the user fixed the thread count); when one ends,
-                # PyTorch training in the others takes the freed cores from its next epoch (the share file).
-                threads = None if settings.threads or len(stage) == 1 else max(1, _cores() // len(stage))
-                share = logs / f"threads-{launch_id}" if threads else None
-                if share:
-                    share.write_text(str(threads))
-                started = []
-                for phase in stage:
-                    keys = [k for k in phase.keys if k.to_user_string() not in blocked]
-                    progress.expect(phase.keys)
-                    progress.not_run([k.to_user_string() for k in phase.keys if k.to_user_string() in blocked],
-                                     "skipped: an upstream step or gate failed")
-                    if keys:
-                        tags = {LAUNCH_TAG: launch_id, PHASE_TAG: phase.name}
-                        proc = _phase_process(job, Phase(phase.name, keys), tags, log, threads, share)
-                        started.append((phase.name, keys, proc, tags))
-                results = _follow(instance, [(proc, tags) for _, _, proc, tags in started], progress, share)
-                if share:
-                    share.unlink(missing_ok=True)
-                for (name, keys, _, _), (code, run_id) in zip(started, results):
-                    names = [k.to_user_string() for k in keys]
-                    failures_before = len(progress.failed_or_skipped() & set(names))
-                    progress.not_run(names, "not run: an upstream step or gate failed")
-                    if code not in (0, None) and run_id and not failures_before:
-                        # The process ended badly with no step or gate to blame (killed, out of memory, a crash):
-                        # a failure all the same, never a quiet success.
-                        progress.outcome.failed_steps.append(
-                            {"asset": f"the {name} phase", "error": f"its process exited with code {code} before "
-                                                                    "its steps finished (killed? out of memory?)"})
-                    if run_id:
-                        runs.append(run_id)
-                    if code is None:  # interrupted
-                        print("\nInterrupted: the running phases were stopped; their runs are marked failed or "
-                              "canceled in the instance. `make run` again runs the whole family again; `make resume "
-                              "RUN=<run id>` re-executes one of these runs from where it stopped.", file=out)
-                        return 130
-                    if code != 0 and not run_id:
-                        print(f"\nThe {name} phase could not start: see {log_path}", file=out)
-                        _tail(log_path, out)
-                        return 1
-        return summary(family, progress.outcome, runs, time.perf_counter() - start, log_path, out)
+        where = launches.folder(instance.root_directory)
+        log_path = where / f"run-{family}-{launch_id}.log"
+        with launches.family_lock(where, family, launch_id, log_path) as lock_fd, open(log_path, "ab") as log:
+            run = _Launch(instance, defs.resolve_asset_graph(), family, plan, settings, launch_id, log_path, log,
+                          lock_fd, out)
+            return run.run(stale)
+
+
+class _Launch:
+    """One launch: its phases, in stages, each phase a process of its own that it follows and, whatever ends the
+    launch (Ctrl-C, SIGTERM, an error of its own), stops before it returns."""
+
+    def __init__(self, instance, graph, family, plan, settings, launch_id, log_path, log, lock_fd, out):
+        self.instance, self.graph, self.family, self.plan, self.settings = instance, graph, family, plan, settings
+        self.launch_id, self.log_path, self.log, self.lock_fd, self.out = launch_id, log_path, log, lock_fd, out
+        self.share = launches.folder(instance.root_directory) / f"threads-{launch_id}"
+        self.live: list[subprocess.Popen] = []
+        self.runs: list[str] = []
+        self.progress = Progress(instance, sum(len(p.keys) for p in plan), out)
+
+    def run(self, stale: bool) -> int:
+        start, todo, out = time.perf_counter(), stages(self.plan), self.out
+        where = f"; Dagster's log: {self.log_path}"
+        try:
+            if stale:
+                rest = sum(len(p.keys) for p in self.plan if p.name != "data")
+                print(f"Completing {self.family}: the data first, then what is missing or stale of its other {rest} "
+                      f"steps{where}", file=out)
+                first = [s for s in todo if s[0].name == "data"]
+                for stage in first:
+                    if (code := self._stage(stage)) is not None:
+                        return code
+                todo = self._narrow([s for s in todo if s not in first])
+            else:
+                print(f"Materializing {self.family}: {self.progress.total} steps in {len(self.plan)} phases "
+                      f"({', '.join(f'{p.name} {len(p.keys)}' for p in self.plan)}){where}", file=out)
+            for stage in todo:
+                if (code := self._stage(stage)) is not None:
+                    return code
+        except KeyboardInterrupt:
+            self._stop()
+            print(f"\nInterrupted: the running phases were stopped; their runs are marked failed or canceled in the "
+                  f"instance. {resume_hint(self.family)}; `make resume RUN=<run id>` re-executes one run from where "
+                  "it stopped.", file=out)
+            return 130
+        except BaseException as e:
+            stopped = self._stop()
+            print(f"\nThe launcher failed ({type(e).__name__}: {e}); it stopped the {stopped} phase process(es) "
+                  f"still running (their runs are marked failed). {resume_hint(self.family)}.", file=out)
+            raise
+        finally:
+            self.share.unlink(missing_ok=True)
+        return summary(self.family, self.progress.outcome, self.runs, time.perf_counter() - start, self.log_path, out)
+
+    def _narrow(self, todo: list[list[Phase]]) -> list[list[Phase]]:
+        """The stages after the data, keeping only what is missing or stale (and what stands on it)."""
+        from compression_pipeline.orchestration.lineage import outdated
+
+        keys = [k for stage in todo for p in stage for k in p.keys]
+        order = {k: i for i, k in enumerate(self.graph.toposorted_asset_keys)}
+        why = outdated(self.instance, self.graph, sorted(keys, key=order.__getitem__))
+        kept = [[Phase(p.name, [k for k in p.keys if k.to_user_string() in why]) for p in stage] for stage in todo]
+        kept = [[p for p in stage if p.keys] for stage in kept]
+        self.progress.total = self.progress.outcome.done + len(why)
+        print(f"{self.family}: {len(why)} of {len(keys)} steps to build, {len(keys) - len(why)} current and reused",
+              file=self.out)
+        groups: dict[str, list[str]] = {}
+        for asset, reason in why.items():
+            groups.setdefault(_reason_kind(reason), []).append(asset.split("/", 1)[1])
+        for reason, assets in groups.items():
+            print(f"  {reason}: {', '.join(assets)}", file=self.out)
+        return [stage for stage in kept if stage]
+
+    def _stage(self, stage: list[Phase]) -> int | None:
+        """Run the phases of one stage side by side until all have ended; an exit code to stop with, or None."""
+        progress, family, settings = self.progress, self.family, self.settings
+        # What stands on a failed step or gate is not built on the last good version behind its back: as within
+        # one run, it is skipped. The report is the exception (as the report_after_failure sensor does for the UI's
+        # runs): rebuilt from the last good models, it lists the rejected ones.
+        blocked = _downstream(self.graph, progress.failed_or_skipped()) - {f"{family}/report"}
+        # Side by side, the phases share the cores (unless the user fixed the thread count); when one ends, PyTorch
+        # training in the others takes the freed cores from its next epoch (the share file).
+        threads = None if settings.threads or len(stage) == 1 else max(1, _cores() // len(stage))
+        share = self.share if threads else None
+        if share:
+            _write_share(share, threads)
+        started = []
+        for phase in stage:
+            keys = [k for k in phase.keys if k.to_user_string() not in blocked]
+            progress.expect(phase.keys)
+            progress.not_run([k.to_user_string() for k in phase.keys if k.to_user_string() in blocked],
+                             "skipped: an upstream step or gate failed")
+            if keys:
+                tags = {LAUNCH_TAG: self.launch_id, PHASE_TAG: phase.name}
+                proc = _phase_process(f"{family}_recompress", Phase(phase.name, keys), tags, self.log, threads,
+                                      share, self.lock_fd)
+                self.live.append(proc)
+                started.append((phase.name, keys, proc, tags))
+        results = _follow(self.instance, [(proc, tags) for _, _, proc, tags in started], progress, share)
+        for (name, keys, proc, _), (code, run_id) in zip(started, results):
+            self.live.remove(proc)
+            names = [k.to_user_string() for k in keys]
+            failures_before = len(progress.failed_or_skipped() & set(names))
+            progress.not_run(names, "not run: an upstream step or gate failed")
+            if code != 0 and run_id and not failures_before:
+                # The process ended badly with no step or gate to blame (killed, out of memory, a crash): a failure
+                # all the same, never a quiet success.
+                progress.outcome.failed_steps.append(
+                    {"asset": f"the {name} phase", "error": f"its process exited with code {code} before its steps "
+                                                            "finished (killed? out of memory?)"})
+            if run_id:
+                self.runs.append(run_id)
+            if code != 0 and not run_id:
+                print(f"\nThe {name} phase could not start: see {self.log_path}", file=self.out)
+                _tail(self.log_path, self.out)
+                return 1
+        return None
+
+    def _stop(self) -> int:
+        """Interrupt every phase process still running (each marks its run), wait for them, kill the stragglers."""
+        running = [p for p in self.live if p.poll() is None]
+        for proc in running:
+            proc.send_signal(signal.SIGINT)
+        for proc in running:
+            try:
+                proc.wait(timeout=launches.STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.live.clear()
+        return len(running)
+
+
+def _reason_kind(reason: str) -> str:
+    """The kind of a reason ``lineage.outdated`` gives, to list the assets to build by kind."""
+    for words, kind in (("never", "missing"), ("recipe edited", "recipe entry edited"), ("is now", "a parent changed"),
+                        ("gate", "a gate failed"), ("is rebuilt", "on a rebuilt asset")):
+        if words in reason:
+            return kind
+    return reason
 
 
 def _follow(instance, procs: list[tuple[subprocess.Popen, dict]], progress: Progress,
-            share: Path | None = None) -> list[tuple[int | None, str | None]]:
+            share: Path | None = None) -> list[tuple[int, str | None]]:
     """Print the phases' steps as they finish, until every phase process has ended; returns per phase (exit code,
-    or None when interrupted, and its run id). When a phase ends, ``share`` (if any) is rewritten with the cores
-    shared out among those still running."""
+    its run id). When a phase ends, ``share`` (if any) is rewritten with the cores shared out among those still
+    running. An interrupt (or any error) propagates: the caller stops the phases."""
     runs, cursors, codes = [None] * len(procs), [None] * len(procs), [None] * len(procs)
-    try:
-        while True:
-            for i, (proc, tags) in enumerate(procs):
-                if codes[i] is not None:
-                    continue
-                finished = proc.poll() is not None
-                if runs[i] is None:
-                    runs[i] = _find_run(instance, tags)
-                if runs[i] is not None:  # after the end too: the last events, written just before it ended
-                    cursors[i] = progress.follow(runs[i].run_id, cursors[i])
-                if finished:
-                    codes[i] = proc.returncode
-                    running = sum(c is None for c in codes)
-                    if share and running:
-                        _write_share(share, max(1, _cores() // running))
-            if all(c is not None for c in codes):
-                return [(c, r.run_id if r else None) for c, r in zip(codes, runs)]
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        for proc, _ in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-        for proc, _ in procs:
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        return [(None, r.run_id if r else None) for r in runs]
+    while True:
+        for i, (proc, tags) in enumerate(procs):
+            if codes[i] is not None:
+                continue
+            finished = proc.poll() is not None
+            if runs[i] is None:
+                runs[i] = _find_run(instance, tags)
+            if runs[i] is not None:  # after the end too: the last events, written just before it ended
+                cursors[i] = progress.follow(runs[i].run_id, cursors[i])
+            if finished:
+                codes[i] = proc.returncode
+                running = sum(c is None for c in codes)
+                if share and running:
+                    _write_share(share, max(1, _cores() // running))
+        if all(c is not None for c in codes):
+            return [(c, r.run_id if r else None) for c, r in zip(codes, runs)]
+        time.sleep(0.5)
 
 
 def _write_share(share: Path, threads: int) -> None:
@@ -402,9 +486,12 @@ def summary(family: str, outcome: Outcome, runs: list[str], seconds: float, log_
         print(f"\nThe report ({'the last good models' if not ok else 'this run'}):\n\n{main}\n", file=out)
         print("Report files:\n" + "\n".join(f"  {report / n}" for n in ("report.md", "report.json", "report.html")
                                             if (report / n).is_file()), file=out)
+    if not ok:
+        print(f"\nOnce fixed: {resume_hint(family)}.", file=out)
     print("\nThe Dagster UI (`make ui`) shows every run, check and materialization of this launch.", file=out)
     return 0 if ok else 1
 
 
 if __name__ == "__main__":  # a phase: python -m compression_pipeline.orchestration.launch <job> <keys> <tags>
+    launches.watch_launcher()
     sys.exit(run_phase(sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])))

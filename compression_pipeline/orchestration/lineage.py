@@ -76,34 +76,34 @@ def _latest(instance: dg.DagsterInstance, node) -> tuple[str, dg.EventLogEntry |
     return "materialization", instance.get_latest_materialization_event(node.key)
 
 
-def lineage(instance: dg.DagsterInstance, defs: dg.Definitions, asset: str) -> list[Step]:
-    graph = defs.resolve_asset_graph()
-    key = dg.AssetKey.from_user_string(asset)
-    if not graph.has(key):
-        known = ", ".join(sorted(k.to_user_string() for k in graph.get_all_asset_keys()))
-        raise PipelineError(f"no asset {asset!r} in the code location; known assets: {known}")
-    steps: dict[dg.AssetKey, Step] = {}
-    for k in _ancestors(graph, key):
-        node = graph.get(k)
-        kind, entry = _latest(instance, node)
-        step = Step(key=k.to_user_string(), group=node.group_name, kind=kind if entry else "missing",
-                    current_code_version=node.code_version)
-        steps[k] = step
-        if entry is None:
-            continue
-        event = entry.asset_materialization or entry.asset_observation
-        tags = event.tags or {}
-        step.run_id = entry.run_id
-        step.time = dt.datetime.fromtimestamp(entry.timestamp, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-        step.data_version = tags.get(DATA_VERSION_TAG)
-        step.code_version = tags.get(CODE_VERSION_TAG)
-        step.inputs = {t[len(INPUT_VERSION_TAG):]: v for t, v in tags.items() if t.startswith(INPUT_VERSION_TAG)}
-        step.metadata = _metadata(event.metadata)
-        for ck in sorted(graph.get_check_keys_for_assets({k}), key=lambda c: c.name):
-            record = instance.get_latest_asset_check_evaluation_record(ck)
-            evaluation = record and record.event and record.event.asset_check_evaluation
-            step.checks[ck.name] = ("passed" if evaluation.passed else "FAILED") if evaluation else \
-                (record.status.value.lower() if record else "never run")
+def read_step(instance: dg.DagsterInstance, graph, k: dg.AssetKey) -> Step:
+    """What the instance records of asset ``k``: its latest materialization (or observation), versions, lineage
+    metadata and gates."""
+    node = graph.get(k)
+    kind, entry = _latest(instance, node)
+    step = Step(key=k.to_user_string(), group=node.group_name, kind=kind if entry else "missing",
+                current_code_version=node.code_version)
+    if entry is None:
+        return step
+    event = entry.asset_materialization or entry.asset_observation
+    tags = event.tags or {}
+    step.run_id = entry.run_id
+    step.time = dt.datetime.fromtimestamp(entry.timestamp, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    step.data_version = tags.get(DATA_VERSION_TAG)
+    step.code_version = tags.get(CODE_VERSION_TAG)
+    step.inputs = {t[len(INPUT_VERSION_TAG):]: v for t, v in tags.items() if t.startswith(INPUT_VERSION_TAG)}
+    step.metadata = _metadata(event.metadata)
+    for ck in sorted(graph.get_check_keys_for_assets({k}), key=lambda c: c.name):
+        record = instance.get_latest_asset_check_evaluation_record(ck)
+        evaluation = record and record.event and record.event.asset_check_evaluation
+        step.checks[ck.name] = ("passed" if evaluation.passed else "FAILED") if evaluation else \
+            (record.status.value.lower() if record else "never run")
+    return step
+
+
+def mark_stale(graph, steps: dict[dg.AssetKey, Step]) -> None:
+    """Say in each step why it is not current (never built, built by another code version, built from another
+    version of a parent); a parent that is not in ``steps`` is not compared."""
     for k, step in steps.items():
         if step.kind == "missing":
             step.stale.append("never materialized" if graph.get(k).is_materializable else "never observed")
@@ -111,11 +111,43 @@ def lineage(instance: dg.DagsterInstance, defs: dg.Definitions, asset: str) -> l
         if graph.get(k).is_materializable and step.code_version != step.current_code_version:
             step.stale.append(f"code version {step.code_version} -> {step.current_code_version} (recipe edited)")
         for parent in sorted(graph.get(k).parent_keys, key=lambda a: a.to_user_string()):
-            p = steps[parent]
-            built_from = step.inputs.get(p.key)
-            if p.data_version and built_from != p.data_version:
+            p = steps.get(parent)
+            built_from = step.inputs.get(parent.to_user_string())
+            if p is not None and p.data_version and built_from != p.data_version:
                 step.stale.append(f"{p.key} is now {p.data_version} (built from {built_from})")
-    return [steps[k] for k in steps]
+
+
+def lineage(instance: dg.DagsterInstance, defs: dg.Definitions, asset: str) -> list[Step]:
+    graph = defs.resolve_asset_graph()
+    key = dg.AssetKey.from_user_string(asset)
+    if not graph.has(key):
+        known = ", ".join(sorted(k.to_user_string() for k in graph.get_all_asset_keys()))
+        raise PipelineError(f"no asset {asset!r} in the code location; known assets: {known}")
+    steps = {k: read_step(instance, graph, k) for k in _ancestors(graph, key)}
+    mark_stale(graph, steps)
+    return list(steps.values())
+
+
+def outdated(instance: dg.DagsterInstance, graph, keys: list[dg.AssetKey]) -> dict[str, str]:
+    """``{asset: why}`` for each of ``keys`` (in topological order) that is not current: never built, built by
+    another code version (its recipe entries were edited), built from another version of a parent, a gate of its
+    newest version failed, or it stands on one of those. What a launch with ``--stale`` builds."""
+    wanted = set(keys)
+    parents = {p for k in keys for p in graph.get(k).parent_keys} - wanted
+    steps = {k: read_step(instance, graph, k) for k in [*parents, *keys]}
+    mark_stale(graph, steps)
+    why: dict[str, str] = {}
+    for k in keys:
+        step = steps[k]
+        failed = [name for name, state in step.checks.items() if state == "FAILED"]
+        rebuilt = [p.to_user_string() for p in sorted(graph.get(k).parent_keys) if p.to_user_string() in why]
+        if step.stale:
+            why[step.key] = step.stale[0]
+        elif failed:
+            why[step.key] = f"its gate {failed[0]} failed"
+        elif rebuilt:
+            why[step.key] = f"{rebuilt[0]} is rebuilt"
+    return why
 
 
 def render(steps: list[Step]) -> str:
