@@ -8,7 +8,7 @@ export PYTHONUNBUFFERED := 1
 # (it renames $DAGSTER_HOME/logs/ away whenever that folder is not empty).
 export DAGSTER_DISABLE_TELEMETRY := 1
 
-.PHONY: install run test ui report resume
+.PHONY: install run test ui report resume benchmarks
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -26,6 +26,11 @@ run: install
 
 report: install
 	$(PY) -m compression_pipeline report $(FAMILY)
+
+# BENCHMARKS.md, the measured tables, from every family's report.json (or REPORTS="a/report.json b/report.json": two
+# runs of one family side by side, with the run-to-run agreement of each speedup).
+benchmarks: install
+	$(PY) -m compression_pipeline benchmarks $(REPORTS)
 
 # Complete an interrupted (or failed, then fixed) launch: make resume FAMILY=<name> builds the data, then only what is
 # missing or stale, reusing every current model. make resume RUN=<run id> re-executes one run from its failure (the

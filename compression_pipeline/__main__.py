@@ -5,7 +5,8 @@
   only what is missing or stale (what ``make resume FAMILY=...`` does to complete an interrupted launch);
 - ``report <family>`` prints a family's comparison table; ``lineage <family>/<asset>`` where an asset came from:
   both only read what the runs wrote, so they are cheap and never retrain anything;
-- ``resume <run_id>`` re-executes a failed run from its failure.
+- ``resume <run_id>`` re-executes a failed run from its failure;
+- ``benchmarks [report.json ...]`` writes BENCHMARKS.md, the measured tables, from report files.
 """
 
 from __future__ import annotations
@@ -32,6 +33,21 @@ def report(family: str) -> int:
     for name in ("report.md", "report.json", "report.html"):
         if (folder / name).is_file():
             print(f"  {folder / name}")
+    return 0
+
+
+def benchmarks(reports: list[str], out: str) -> int:
+    """BENCHMARKS.md from report.json files (default: every family's under the artifact root)."""
+    from pathlib import Path
+
+    from compression_pipeline.report.document import document
+
+    paths = [Path(r) for r in reports] or sorted(Settings.from_env().artifact_root.glob("*/report/report.json"))
+    if not paths:
+        print("no report.json to read: materialize a family first (make run), or name report files", file=sys.stderr)
+        return 1
+    Path(out).write_text(document(paths))
+    print(f"{out}: {len(paths)} report(s): " + ", ".join(map(str, paths)))
     return 0
 
 
@@ -89,6 +105,10 @@ def main(argv=None) -> int:
                    help="the data, then only what is missing or stale (completes an interrupted launch)")
     p = sub.add_parser("report", help="print a family's comparison table and the paths of its report files")
     p.add_argument("family", nargs="?", default="digits")
+    p = sub.add_parser("benchmarks", help="write BENCHMARKS.md from report.json files (two of one family: side by "
+                                          "side, with the run-to-run agreement of every speedup)")
+    p.add_argument("reports", nargs="*", help="report.json files (default: every family's in the artifact root)")
+    p.add_argument("--out", default=str(PROJECT_ROOT / "BENCHMARKS.md"))
     p = sub.add_parser("resume", help="re-execute a failed run from its failure (the steps that succeeded are kept)")
     p.add_argument("run_id")
     p = sub.add_parser("lineage", help="print the chain of an asset from the Dagster instance's records")
@@ -100,6 +120,8 @@ def main(argv=None) -> int:
             return run(args.family, benchmarks=not args.no_benchmarks, stale=args.stale)
         if args.command == "report":
             return report(args.family)
+        if args.command == "benchmarks":
+            return benchmarks(args.reports, args.out)
         if args.command == "resume":
             return resume(args.run_id)
         if args.command == "lineage":

@@ -30,7 +30,7 @@ def build_definitions(settings: Settings | None = None) -> dg.Definitions:
     settings = settings or Settings.from_env()
     assets, jobs, schedules, sensors = [], [], [], []
     for recipe in load_recipes(settings.recipes_dir):
-        a, j, s, se = family_definitions(recipe)
+        a, j, s, se = family_definitions(recipe, str(settings.artifact_root))
         assets += a
         jobs += j
         schedules += s

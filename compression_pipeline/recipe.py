@@ -275,8 +275,25 @@ class Benchmark(Strict):
     warmup_s: float = Field(1.0, ge=0)
     min_runs: int = Field(50, ge=1)
     min_time_s: float = Field(1.0, ge=0)
+    # The interleaved session (interleave.py): every cell gets slice_s seconds per round, in a new order each
+    # round; rounds go on until every speedup's interval is within target_half_width of its value, or budget_s.
+    slice_s: float = Field(0.1, gt=0, le=10)
+    min_rounds: int = Field(6, ge=2)
+    budget_s: float = Field(120.0, gt=0)
+    target_half_width: float = Field(0.05, gt=0, lt=1)
+    confidence: float = Field(0.95, gt=0.5, lt=1)
 
     _unique_runtimes = field_validator("runtimes")(classmethod(lambda cls, v: _unique(v)))
+
+    @model_validator(mode="after")
+    def _rounds_for_an_interval(self):
+        from compression_pipeline.stats import rounds_needed
+
+        need = rounds_needed(self.confidence)
+        if self.min_rounds < need:
+            raise ValueError(f"min_rounds {self.min_rounds} is too few for an interval at confidence "
+                             f"{self.confidence}: the median of per-round ratios needs at least {need} rounds")
+        return self
 
     @field_validator("batch_sizes")
     @classmethod

@@ -67,3 +67,65 @@ def smallest_upper_bound(n: int, confidence: float = 0.95) -> float:
     """The lowest interval top any model can reach on ``n`` images (it agrees with the reference everywhere): an
     ``upper_bound`` tolerance below it can never pass."""
     return NormalDist().inv_cdf(0.5 + confidence / 2) / (n + 2.0)
+
+
+# --- ratios of latencies measured in interleaved rounds ---------------------------------------------------------
+def median_ranks(n: int, confidence: float = 0.95) -> tuple[int, int, float] | None:
+    """(k, l, coverage): the 1-based ranks of the order statistics that bound the median of ``n`` values with at
+    least ``confidence`` (the sign-test interval: distribution-free, no resampling), and the exact coverage; None
+    when ``n`` is too small for that confidence (below 6 values at 95 %)."""
+    best = None
+    for k in range(1, n // 2 + 1):
+        tail = sum(math.comb(n, i) for i in range(k)) / 2.0 ** n  # P(Binomial(n, 1/2) <= k - 1)
+        if 1 - 2 * tail >= confidence:
+            best = (k, n - k + 1, 1 - 2 * tail)
+    return best
+
+
+def rounds_needed(confidence: float = 0.95) -> int:
+    """The fewest values whose median has an interval at ``confidence``."""
+    n = 1
+    while median_ranks(n, confidence) is None:
+        n += 1
+    return n
+
+
+@dataclass(frozen=True)
+class RoundRatio:
+    """The ratio of two cells' latencies (``reference / cell``: a speedup when above 1) from rounds in which both
+    were timed: the median of the per-round ratios and its sign-test interval."""
+
+    value: float
+    ci_low: float
+    ci_high: float
+    rounds: int
+    confidence: float  # the requested confidence; ``coverage`` is the interval's exact one
+    coverage: float
+
+    @property
+    def half_width(self) -> float:
+        """The interval's half-width relative to the ratio."""
+        return (self.ci_high - self.ci_low) / (2 * self.value)
+
+    @property
+    def resolved(self) -> bool:
+        """The interval excludes 1: one cell is faster than the other at this confidence."""
+        return self.ci_low > 1.0 or self.ci_high < 1.0
+
+    def as_dict(self) -> dict:
+        return {"value": self.value, "ci": [self.ci_low, self.ci_high], "rounds": self.rounds,
+                "confidence": self.confidence, "coverage": self.coverage, "resolved": self.resolved}
+
+
+def round_ratio(reference_rounds, cell_rounds, confidence: float = 0.95) -> RoundRatio | None:
+    """``reference / cell`` per round (the two lists pair by round), or None with too few rounds for an interval."""
+    a, b = np.asarray(reference_rounds, dtype=float), np.asarray(cell_rounds, dtype=float)
+    if len(a) != len(b):
+        raise ValueError(f"per-round values pair by round: {len(a)} against {len(b)}")
+    ranks = median_ranks(len(a), confidence)
+    if ranks is None:
+        return None
+    ratios = np.sort(a / b)
+    k, j, coverage = ranks
+    return RoundRatio(float(np.median(ratios)), float(ratios[k - 1]), float(ratios[j - 1]), len(a), confidence,
+                      coverage)

@@ -191,11 +191,12 @@ def main(argv=None) -> int:
             int8 = phase("quantize_int8", stages.onnx_variant, recipe, store, "int8", "torch", export, splits, export)
         chain = _candidate_chain(recipe, store, candidate, model, export, splits, phase, args.artifacts
                                  if reuse else None) if candidate else []
-        b_base = phase("bench_baseline", stages.benchmark, recipe, store, export, model)
-        b_int8 = phase("bench_int8", stages.benchmark, recipe, store, int8)
-        benched = [(d, phase(f"bench_{d.info['name']}", stages.benchmark, recipe, store, d, m)) for d, m in chain]
+        # one interleaved session: every ratio is made of cells timed in the same rounds
+        measured = {"torch_baseline": stages.Benchmarkable(export, model), "torch_int8": stages.Benchmarkable(int8),
+                    **{f"torch_{d.info['name']}": stages.Benchmarkable(d, m) for d, m in chain}}
+        benches = phase("benchmark_session", stages.benchmarks, recipe, store, measured)
         rep_h = phase("report", stages.report, recipe, ArtifactStore(tmp),
-                      [(export, b_base), (int8, b_int8), *benched])
+                      [(m.deployable, benches[k]) for k, m in measured.items()])
         rep = json.loads(ArtifactStore(tmp).path(rep_h.artifact).read_text())
         for path in rep_h.info["paths"].values():
             shutil.copy(path, args.out / Path(path).name)

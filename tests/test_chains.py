@@ -100,11 +100,13 @@ def test_a_failing_parent_gate_stops_its_children_and_keeps_the_last_good(roots,
     passed, meta = checks["tiny/torch_pruned:accuracy_gate"]
     assert passed is False and meta["tolerance"].value == 0.0 and meta["drop_absolute"].value > 0
     done = _materialized(result)
-    # Only the failed variant's subtree stopped: the baseline's other variant and benchmarks went on.
+    # Only the failed variant's subtree of models stopped: the baseline's other variant went on. The benchmark
+    # session (one step measuring every model together) waits on every model's gate, so it did not run in this
+    # run; the failure sensor then measures the last good models and rebuilds the report (test_bad_input.py).
     assert "tiny/torch_pruned" in done
     assert not done & {"tiny/torch_pruned_onnx", "tiny/torch_pruned_int8", "tiny/torch_pruned_benchmark",
-                       "tiny/torch_pruned_int8_benchmark", "tiny/report"}
-    assert {"tiny/torch_int8", "tiny/torch_int8_benchmark", "tiny/torch_baseline_benchmark"} <= done
+                       "tiny/torch_pruned_int8_benchmark", "tiny/torch_int8_benchmark", "tiny/report"}
+    assert "tiny/torch_int8" in done
     # What consumers read is still the earlier, good pruned model.
     assert handles.load_good(pruned_key) == last_good
     assert len(list((roots.artifact_root / "_handles/tiny/torch_pruned/runs").glob("*.json"))) == 2

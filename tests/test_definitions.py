@@ -135,23 +135,23 @@ def test_dagster_cli_validates_the_workspace():
 
 def test_make_run_plans_phases_and_never_benchmarks_beside_training(tmp_path):
     """`make run` (orchestration/launch.py): one in-process run per phase, each phase in a process of its own; the
-    frameworks' model phases side by side, every benchmark phase alone."""
+    frameworks' model phases side by side, the benchmark session alone: one step measuring every model."""
     from compression_pipeline.orchestration.launch import QUIET, phases, stages
     from compression_pipeline.recipe import load_recipe
 
     defs = _defs(tmp_path)
     plan = phases(defs, load_recipe(DEFAULT_RECIPE))
-    assert [p.name for p in plan] == ["data", "torch", "torch-benchmarks", "tensorflow", "tensorflow-benchmarks",
-                                      "reports"]
+    assert [p.name for p in plan] == ["data", "torch", "tensorflow", "benchmarks", "reports"]
     names = {p.name: {k.to_user_string() for k in p.keys} for p in plan}
     assert names["data"] == {"digits/raw_dataset", "digits/splits"}
     assert "digits/torch_pruned50_int8" in names["torch"] and "digits/tensorflow_tflite_int8" in names["tensorflow"]
-    assert all(k.endswith("_benchmark") for p in plan if p.name.endswith("-benchmarks") for k in names[p.name])
+    assert len(names["benchmarks"]) == 24 and all(k.endswith("_benchmark") for k in names["benchmarks"])
+    assert {defs.resolve_assets_def(k).op.name for k in plan[3].keys} == {"digits__benchmarks"}
     assert names["reports"] == {"digits/report", "digits/deployment_candidate"}
     assert sum(len(p.keys) for p in plan) == len([k for k in defs.resolve_asset_graph().get_all_asset_keys()
                                                   if k.path[0] == "digits"])
     assert [[p.name for p in stage] for stage in stages(plan)] == [
-        ["data"], ["torch", "tensorflow"], ["torch-benchmarks"], ["tensorflow-benchmarks"], ["reports"]]
+        ["data"], ["torch", "tensorflow"], ["benchmarks"], ["reports"]]
     resolved = dg.validate_run_config(defs.resolve_job_def("digits_recompress"), QUIET)
     assert "in_process" in resolved["execution"]["multi_or_in_process_executor"]
     assert "-m compression_pipeline run $(FAMILY)" in (PROJECT_ROOT / "Makefile").read_text()
@@ -169,8 +169,8 @@ def test_editing_one_frameworks_baseline_leaves_the_others_code_version(tmp_path
     after = parse_recipe(raw)
 
     def versions(recipe):
-        return {a.key.to_user_string(): a.code_versions_by_key.get(a.key) for a in Family(recipe).build()
-                if isinstance(a, dg.AssetsDefinition) and a.key.path[-1].endswith("_baseline")}
+        return {k.to_user_string(): a.code_versions_by_key.get(k) for a in Family(recipe).build()
+                if isinstance(a, dg.AssetsDefinition) for k in a.keys if k.path[-1].endswith("_baseline")}
 
     v0, v1 = versions(before), versions(after)
     assert v0["fashion/torch_baseline"] != v1["fashion/torch_baseline"]

@@ -51,7 +51,7 @@ def test_the_team_instance_config_is_valid_and_holds_no_secret(env):
     assert "s3cret" not in raw and not re.search(r"password:\s*[^{\s]", raw)
 
 
-def test_k8s_executor_gives_each_step_a_pod_and_each_benchmark_a_gpu(monkeypatch, tmp_path):
+def test_k8s_executor_gives_each_step_a_pod_and_the_benchmark_session_a_gpu(monkeypatch, tmp_path):
     from dagster_k8s.job import get_user_defined_k8s_config
 
     monkeypatch.setenv("COMPRESSION_PIPELINE_EXECUTOR", "k8s")
@@ -62,10 +62,10 @@ def test_k8s_executor_gives_each_step_a_pod_and_each_benchmark_a_gpu(monkeypatch
     for node in job.graph.node_dict.values():
         resources = get_user_defined_k8s_config(node.definition.tags).container_config.get("resources", {})
         gpus[node.name] = resources.get("limits", {}).get("nvidia.com/gpu")
-    benchmarks = {n for n in gpus if n.endswith("_benchmark")}
-    assert len(benchmarks) == 24  # one per model of the default recipe (13 PyTorch, 11 TensorFlow)
-    assert {n for n, g in gpus.items() if g == "1"} == benchmarks
-    assert all(g is None for n, g in gpus.items() if not n.endswith("_benchmark"))
+    # one step measures every model of the family in one session (24 here: 13 PyTorch, 11 TensorFlow)
+    assert {n for n, g in gpus.items() if g == "1"} == {"digits__benchmarks"}
+    assert len(job.graph.node_dict["digits__benchmarks"].definition.output_defs) == 24
+    assert all(g is None for n, g in gpus.items() if n != "digits__benchmarks")
 
 
 def test_an_unknown_executor_is_refused(monkeypatch, tmp_path):

@@ -68,7 +68,7 @@ def test_cells_keep_precision_apart_and_speedups_are_vs_the_fp32_baseline(family
     c = rep["models"][3]
     assert [r["speedup_vs_baseline"] for r in c["benchmarks"]] == pytest.approx([4.0, 4.0])
     md = report.markdown(rep)
-    assert "onnxruntime fp16 b1 p50 ms (speedup)" in md and "onnxruntime b1 p50 ms (speedup)" in md
+    assert "onnxruntime fp16 b1 p50 ms (speedup [95% CI])" in md and "onnxruntime b1 p50 ms (speedup [95% CI])" in md
     assert "Not measured here: torch fp16: fp16 is benchmarked on CUDA only." in md
     assert rep["select"]["runtime"] == "onnxruntime" and rep["dataset"]["source"] == "sklearn_digits"
 

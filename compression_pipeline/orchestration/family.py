@@ -10,9 +10,9 @@ Groups are stages. A variant depends on its parent, so the graph is the lineage.
 import dagster as dg
 
 from compression_pipeline import stages
-from compression_pipeline.artifacts import Handle
+from compression_pipeline.artifacts import Handle, HandleStore
 from compression_pipeline.methods import get_method
-from compression_pipeline.orchestration.automation import AUTOMATION, user_file_asset
+from compression_pipeline.orchestration.automation import AUTOMATION, LAUNCH_TAG, user_file_asset
 from compression_pipeline.orchestration.resources import PipelineResource
 from compression_pipeline.quality import GATES as DATA_GATES
 from compression_pipeline.recipe import Recipe
@@ -38,7 +38,7 @@ def _checks(key: dg.AssetKey, names, description: str) -> list[dg.AssetCheckSpec
     return [dg.AssetCheckSpec(n, asset=key, blocking=True, description=description) for n in names]
 
 
-def _emit(handle: Handle, extra_metadata: dict | None = None):
+def _emit(handle: Handle, extra_metadata: dict | None = None, output_name: str = "result"):
     """Yield the output (with data version = content hash) and one check result per gate recorded in the handle."""
     meta = {k: v for k, v in handle.info.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)}
     # Structured facts (method config, library versions, the distillation ablation...) as JSON; gates are checks.
@@ -48,11 +48,34 @@ def _emit(handle: Handle, extra_metadata: dict | None = None):
         meta.update(artifact=handle.artifact.path, sha256=handle.artifact.sha256, file_bytes=handle.artifact.bytes)
     meta.update(extra_metadata or {})
     version = dg.DataVersion(handle.artifact.sha256[:16]) if handle.artifact else None
-    yield dg.Output(handle, metadata=meta, data_version=version)
+    yield dg.Output(handle, output_name=output_name, metadata=meta, data_version=version)
     for g in handle.info.get("gates", []):
         md = {k: (dg.MetadataValue.json(v) if isinstance(v, (list, dict)) else v) for k, v in g["metadata"].items()}
         yield dg.AssetCheckResult(check_name=g["name"], passed=g["passed"], description=g["description"],
                                   metadata=md, severity=dg.AssetCheckSeverity.ERROR)
+
+
+def _benchmark_metadata(h: Handle, deployable: Handle) -> dict:
+    """Plain numbers the UI plots over time (the asset's Plots tab): per cell its p50, p95, p99, throughput, peak
+    memory, and its speedup with the interval's ends; the session's rounds and load."""
+    numbers = {}
+    for x in h.info["results"]:
+        label = cell_label(cell(x)).replace(" ", "_")
+        numbers.update({f"{label}_{k}": float(x[k]) for k in ("p50_ms", "p95_ms", "p99_ms", "throughput",
+                                                             "peak_host_mb") if x.get(k) is not None})
+        if x.get("speedup_ci"):
+            numbers.update({f"{label}_speedup": float(x["speedup_vs_baseline"]),
+                            f"{label}_speedup_ci_low": float(x["speedup_ci"][0]),
+                            f"{label}_speedup_ci_high": float(x["speedup_ci"][1])})
+    session = h.info["session"]
+    numbers.update(accuracy=float(deployable.info["accuracy"]), model_file_bytes=int(deployable.artifact.bytes),
+                   providers=", ".join(sorted({x["provider"] for x in h.info["results"]})),
+                   session_id=session["id"], session_rounds=int(session["rounds"]),
+                   session_reached_target=bool(session["reached"]), session_under_load=bool(session["under_load"]),
+                   session_others_cores=float(session["others_cores_median"] or 0.0))
+    if h.info["skipped"]:
+        numbers["skipped"] = dg.MetadataValue.json(h.info["skipped"])
+    return numbers
 
 
 def _result(value) -> tuple[Handle, dict]:
@@ -64,7 +87,8 @@ class Family:
     def __init__(self, recipe: Recipe):
         self.r = recipe
         self.assets: list[dg.AssetsDefinition] = []
-        # key -> (body, {input name: upstream key}): what each asset computes, without Dagster (scripts/plain_run.py)
+        # key -> (body, {input name: upstream key}): what each asset computes, without Dagster (scripts/overhead.py);
+        # the benchmarks are one session for the family: ``measure``
         self.bodies: dict[dg.AssetKey, tuple] = {}
         self.key = lambda noun: dg.AssetKey([recipe.name, noun])
 
@@ -150,8 +174,11 @@ class Family:
                     version_of=("dataset",), deps=[a.key for a in source])
         self._asset(self.key("splits"), "data", {"raw": self.key("raw_dataset")}, splits, kinds={"numpy"}, phase="data",
                     checks=DATA_GATES, check_doc="Great Expectations suite on the splits", version_of=("dataset",))
+        self.benchmarked: list[tuple[str, str]] = []
+        self.measures: dict[dg.AssetKey, dg.AssetKey] = {}  # benchmark -> the deployable it measures
         for fw in r.baselines:
             self._framework(fw)
+        self._benchmarks()
         self._report()
         self._candidate()
         return [*source, *self.model_file.values(), *self.assets]
@@ -187,8 +214,7 @@ class Family:
                 self._tflite_variant(fw, name)
             else:
                 self._onnx_variant(fw, name)
-        for name in ["baseline", *names]:
-            self._benchmark(fw, name)
+        self.benchmarked += [(fw, name) for name in ["baseline", *names]]
 
     def _ordered_variants(self) -> list[str]:
         return sorted(self.r.variants, key=lambda n: (len(self.r.chain(n)), n))
@@ -279,33 +305,61 @@ class Family:
                     checks=["accuracy_gate"], check_doc="accuracy drop vs the baseline within the recipe's tolerance",
                     version_of=("gates", f"variants.{name}"))
 
-    def _benchmark(self, fw: str, name: str) -> None:
-        r = self.r
-        ins = {"deployable": self.deployable_key(fw, name)}
-        native = fw in NATIVE and r.form(name, fw) == fw
-        if native:
-            ins["model"] = self.model_key(fw, name)
-        if native and fw == "tensorflow":
-            ins["tflite"] = self.key(f"{fw}_{name}_tflite")
+    def _benchmarks(self) -> None:
+        """Every model's benchmark, measured in one session (one step: a multi-asset with an output per model), so
+        each ratio compares cells timed in the same interleaved rounds. Materializing some of them (a subset)
+        measures those with their references (each framework's baseline, the PyTorch baseline)."""
+        r, ins, outs, of, deps = self.r, {}, {}, {}, {}
+        for fw, name in self.benchmarked:
+            out = f"{fw}_{name}"
+            native = fw in NATIVE and r.form(name, fw) == fw
+            of[out] = {"deployable": (f"d_{out}", self.deployable_key(fw, name)),
+                       "model": (f"m_{out}", self.model_key(fw, name)) if native else None,
+                       "tflite": (f"t_{out}", self.key(f"{fw}_{name}_tflite")) if native and fw == "tensorflow"
+                       else None}
+            for arg, key in filter(None, of[out].values()):
+                ins[arg] = dg.AssetIn(key=key, metadata={"allow_missing": True})
+            deps[out] = {key for _, key in filter(None, of[out].values())}
+            self.measures[self.key(f"{out}_benchmark")] = self.deployable_key(fw, name)
+            kinds = {KINDS[fw], KINDS[r.form(name, fw)]} | ({"onnx"} if r.form(name, fw) != "tflite" else set())
+            if native and fw == "tensorflow":
+                kinds.add("tflite")
+            outs[out] = dg.AssetOut(key=self.key(f"{out}_benchmark"), group_name="benchmarks", kinds=kinds,
+                                    io_manager_key="handles", is_required=False, tags={PHASE_TAG: "benchmarks"},
+                                    code_version=r.entry_version("benchmark"), automation_condition=AUTOMATION,
+                                    description=f"Latency of {out} on every runtime that runs it, measured in the "
+                                                "family's interleaved session; speedups with their intervals.")
 
-        def bench(context, pipeline, deployable, model=None, tflite=None):
-            """Latency matrix (runtimes x batch sizes) on the best device present; the provider really used is
-            recorded."""
-            h = stages.benchmark(r, pipeline.store(), deployable, model, tflite)
-            # Plain numbers: the UI plots each one over time (Plots tab of the asset).
-            numbers = {f"{cell_label(cell(x)).replace(' ', '_')}_{k}": float(x[k]) for x in h.info["results"]
-                       for k in ("p50_ms", "p95_ms", "p99_ms", "throughput", "peak_host_mb") if k in x}
-            numbers.update(accuracy=float(deployable.info["accuracy"]), model_file_bytes=int(deployable.artifact.bytes))
-            numbers["providers"] = ", ".join(sorted({x["provider"] for x in h.info["results"]}))
-            if h.info["skipped"]:
-                numbers["skipped"] = dg.MetadataValue.json(h.info["skipped"])
-            return h, numbers
+        @dg.multi_asset(name=f"{r.name}__benchmarks", outs=outs, ins=ins, can_subset=True, pool="gpu",
+                        op_tags=GPU_TAGS, internal_asset_deps=deps)
+        def benchmarks(context: dg.AssetExecutionContext, pipeline: PipelineResource, **handles):
+            """One measurement session: the selected models and their references in interleaved rounds."""
+            def load(spec):  # an input Dagster loaded, else (a reference of a subset) the last good handle
+                if spec is None:
+                    return None
+                arg, key = spec
+                return handles[arg] if arg in handles else pipeline.last_good(key)
 
-        kinds = {KINDS[fw], KINDS[r.form(name, fw)]} | ({"onnx"} if r.form(name, fw) != "tflite" else set())
-        if native and fw == "tensorflow":
-            kinds.add("tflite")
-        self._asset(self.key(f"{fw}_{name}_benchmark"), "benchmarks", ins, bench, kinds=kinds, phase=f"{fw}-benchmarks",
-                    version_of=("benchmark",), pool="gpu", op_tags=GPU_TAGS)
+            selected = sorted(context.selected_output_names)
+            results, models = self.measure(pipeline, load, selected, context.log)
+            for out, h in results.items():
+                yield from _emit(h, {**_benchmark_metadata(h, models[out].deployable),
+                                     "parent_asset": dg.MetadataValue.asset(of[out]["deployable"][1]),
+                                     "recipe": r.source_path, "recipe_entry": "benchmark",
+                                     "recipe_config": dg.MetadataValue.json(r.entries("benchmark"))}, out)
+
+        self.assets.append(benchmarks)
+        self.sources = of
+
+    def measure(self, pipeline: PipelineResource, load, selected: list[str], log) -> tuple[dict, dict]:
+        """The benchmark session's body: ``load`` gives each (argument, asset key) its handle (None: no version
+        passed its gates, nothing to measure). Returns (handle per selected model measured, the models)."""
+        loaded = {out: {k: load(v) for k, v in n.items()} for out, n in self.sources.items()}
+        models = {out: stages.Benchmarkable(**h) for out, h in loaded.items() if h["deployable"] is not None}
+        missing = [o for o in selected if o not in models]
+        if missing:
+            log.warning(f"not benchmarked, no version passed its gates yet: {', '.join(missing)}")
+        return stages.benchmarks(self.r, pipeline.store(), models, selected, log=log.info), models
 
     def _report(self) -> None:
         r = self.r
@@ -355,9 +409,10 @@ class Family:
                     version_of=("select", "benchmark", "gates"))
 
 
-def family_definitions(recipe: Recipe) -> tuple[list, list, list, list]:
+def family_definitions(recipe: Recipe, artifact_root: str) -> tuple[list, list, list, list]:
     """(assets, jobs, schedules, sensors) of one recipe."""
-    assets = Family(recipe).build()
+    family = Family(recipe)
+    assets = family.build()
     # The job observes the family's dataset file too, so its runs record the dataset version they read.
     observed = dg.AssetSelection.assets(*(a.key for a in assets if isinstance(a, dg.SourceAsset)))
     job = dg.define_asset_job(f"{recipe.name}_recompress",
@@ -365,15 +420,24 @@ def family_definitions(recipe: Recipe) -> tuple[list, list, list, list]:
                               description=f"Recompress and rebenchmark the {recipe.name} family.")
     schedule = dg.ScheduleDefinition(name=f"{recipe.name}_nightly", job=job, cron_schedule=recipe.schedule,
                                      default_status=dg.DefaultScheduleStatus.RUNNING)
-    report_job = dg.define_asset_job(f"{recipe.name}_report", selection=[dg.AssetKey([recipe.name, "report"])],
-                                     description=f"Rebuild the {recipe.name} report from the last good models.")
+    report_key = dg.AssetKey([recipe.name, "report"])
+    report_job = dg.define_asset_job(f"{recipe.name}_report", selection=[*family.measures, report_key],
+                                     description=f"Re-measure the last good models of {recipe.name} in one session "
+                                                 "and rebuild its report.")
 
-    # A failed gate stops everything downstream of it in its run, the report included. This sensor then
-    # rebuilds the report on its own, from the last good models plus the rejected candidates and their gate
-    # reasons, so the report says why a variant is missing instead of silently going stale.
+    # A failed gate stops everything downstream of it in its run: the benchmark session (one step for the family)
+    # and the report included. This sensor then measures the last good models and rebuilds the report on its own,
+    # with the rejected candidates and their gate reasons, so the report says why a variant is missing instead of
+    # silently going stale. `make run`'s runs are left alone: its launcher runs the session and the report itself.
     @dg.run_failure_sensor(name=f"{recipe.name}_report_after_failure", monitored_jobs=[job], request_job=report_job,
                            default_status=dg.DefaultSensorStatus.RUNNING)
     def report_after_failure(context: dg.RunFailureSensorContext):
-        return dg.RunRequest(run_key=context.dagster_run.run_id)
+        if LAUNCH_TAG in context.dagster_run.tags:
+            return dg.SkipReason("a run of `make run`: its launch measures the models and rebuilds the report")
+        # The models with a version that passed its gates (one that never did has nothing to measure, and the
+        # report would wait for its benchmark)
+        good = HandleStore(artifact_root)
+        measured = [k for k, source in family.measures.items() if good.good(tuple(source.path)) is not None]
+        return dg.RunRequest(run_key=context.dagster_run.run_id, asset_selection=[*measured, report_key])
 
     return assets, [job, report_job], [schedule], [report_after_failure]

@@ -63,7 +63,7 @@ def phases(defs: dg.Definitions, recipe) -> list[Phase]:
     for key in graph.toposorted_asset_keys:
         if key.path[0] == recipe.name:
             by_phase.setdefault((graph.get(key).tags or {}).get(PHASE_TAG, "data"), []).append(key)
-    order = ["data", *(p for fw in recipe.baselines for p in (fw, f"{fw}-benchmarks")), "reports"]
+    order = ["data", *recipe.baselines, "benchmarks", "reports"]
     unknown = set(by_phase) - set(order)
     if unknown:
         raise RuntimeError(f"assets of {recipe.name} in phases {sorted(unknown)} that the launcher does not order")
@@ -99,13 +99,17 @@ class Progress:
         self.instance, self.total, self.out, self.outcome = instance, total, out, Outcome()
         self.checks: dict[str, list] = {}
         self.status_shown = False
-        self.assets: dict[str, str] = {}  # step key -> asset key, of the phases followed so far
+        self.assets: dict[str, str] = {}  # step key -> the name its log lines go under, of the phases so far
+        self.members: dict[str, list[str]] = {}  # step key -> its assets (several: the benchmark session)
+        self.materialized: dict[str, dict] = {}  # asset -> its materialization's metadata
         self.reported: set[str] = set()
         self.noted: dict[str, float] = {}  # step key -> its start or last printed training line
 
-    def expect(self, keys: list[dg.AssetKey]) -> None:
-        """The steps of a phase about to start (an asset's step key is its key's parts joined by '__')."""
-        self.assets.update({"__".join(k.path): k.to_user_string() for k in keys})
+    def expect(self, steps: dict[str, list[dg.AssetKey]]) -> None:
+        """The steps of a phase about to start (step key -> the assets it materializes, in order)."""
+        for step, keys in steps.items():
+            self.members[step] = [k.to_user_string() for k in keys]
+            self.assets[step] = self.members[step][0] if len(keys) == 1 else step.replace("__", "/")
 
     def not_run(self, assets: list[str], why: str) -> None:
         """A line for each asset of the phase that did not run (Dagster reports no step for it)."""
@@ -116,7 +120,7 @@ class Progress:
 
     def failed_or_skipped(self) -> set[str]:
         return ({g["asset"] for g in self.outcome.failed_gates} | {s["asset"] for s in self.outcome.failed_steps}
-                | set(self.outcome.skipped))
+                | {a for s in self.outcome.failed_steps for a in s.get("assets", ())} | set(self.outcome.skipped))
 
     def follow(self, run_id: str, cursor: str | None) -> str | None:
         conn = self.instance.get_records_for_run(run_id, cursor=cursor)
@@ -141,6 +145,9 @@ class Progress:
             return
         if ev.event_type == dg.DagsterEventType.STEP_START:
             self.noted[ev.step_key] = entry.timestamp
+        if ev.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
+            m = ev.event_specific_data.materialization
+            self.materialized[m.asset_key.to_user_string()] = {k: v.value for k, v in (m.metadata or {}).items()}
         if ev.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
             data = ev.event_specific_data
             asset = data.asset_key.to_user_string()
@@ -157,6 +164,8 @@ class Progress:
         self.status_shown = True
 
     def _step_line(self, ev) -> None:
+        if len(self.members[ev.step_key]) > 1:
+            return self._session_lines(ev)
         asset = self.assets[ev.step_key]
         checks = self.checks.get(asset, [])
         gates = ", ".join(f"{c.check_name} {'ok' if c.passed else 'FAILED'}" for c in checks) or "-"
@@ -175,6 +184,32 @@ class Progress:
             seconds = f"{ev.event_specific_data.duration_ms / 1000:6.1f} s"
         self._line(asset, seconds, gates)
 
+    def _session_lines(self, ev) -> None:
+        """The benchmark session: one step, a line per model it measured (the session's time on the first)."""
+        members, kind = self.members[ev.step_key], ev.event_type
+        seconds = f"{ev.event_specific_data.duration_ms / 1000:6.1f} s" if kind != dg.DagsterEventType.STEP_SKIPPED \
+            and getattr(ev.event_specific_data, "duration_ms", None) is not None else "    -   "
+        if kind == dg.DagsterEventType.STEP_FAILURE:
+            err = ev.event_specific_data.error
+            self.outcome.failed_steps.append({"asset": self.assets[ev.step_key], "assets": members,
+                                              "error": err.message.strip() if err else "failed"})
+        first = True
+        for asset in members:
+            if asset in self.reported:
+                continue
+            meta = self.materialized.get(asset)
+            if kind == dg.DagsterEventType.STEP_SKIPPED:
+                self.outcome.skipped.append(asset)
+                self._line(asset, "    -   ", "skipped: an upstream step or gate failed")
+            elif kind == dg.DagsterEventType.STEP_FAILURE:
+                self._line(asset, seconds if first else "    -   ", "ERROR (see the summary)")
+            elif meta is None:
+                self.outcome.skipped.append(asset)
+                self._line(asset, "    -   ", "not measured: no version of it passed its gates yet")
+            else:
+                self._line(asset, seconds if first else "  same  ", session_text(meta, first))
+            first = False
+
     def _line(self, asset: str, seconds: str, text: str) -> None:
         self.reported.add(asset)
         self.outcome.done += 1
@@ -186,13 +221,27 @@ class Progress:
         self.out.flush()
 
 
+def session_text(meta: dict, first: bool) -> str:
+    """A benchmark's progress line: the speedups at its first runtime (intervals, rounds); on the session's first
+    line also how the session ended."""
+    cells = sorted(k[: -len("_speedup")] for k in meta if k.endswith("_speedup"))
+    text = ", ".join(f"{c.replace('_', ' ')} {meta[c + '_speedup']:.2f}x [{meta[c + '_speedup_ci_low']:.2f}, "
+                     f"{meta[c + '_speedup_ci_high']:.2f}]" for c in cells[:2]) or "reference"
+    if first:
+        ended = "target reached" if meta.get("session_reached_target") else "budget spent"
+        load = f", UNDER LOAD ({meta.get('session_others_cores', 0):.2f} cores busy elsewhere)" \
+            if meta.get("session_under_load") else ""
+        text = f"session of {meta.get('session_rounds')} rounds ({ended}{load}); " + text
+    return text
+
+
 # --- the launch ---------------------------------------------------------------------------------------------------
 def stages(plan: list[Phase]) -> list[list[Phase]]:
     """The order phases run in, side by side within a stage: the data; the frameworks' model phases together
-    (independent of each other, none of them timed); then each benchmark phase alone, so a benchmark never shares
-    the machine; the reports last."""
-    models = [p for p in plan if p.name not in ("data", "reports") and not p.name.endswith("-benchmarks")]
-    alone = [[p] for p in plan if p.name.endswith("-benchmarks")]
+    (independent of each other, none of them timed); then the benchmark session alone, so it never shares the
+    machine; the reports last."""
+    models = [p for p in plan if p.name not in ("data", "benchmarks", "reports")]
+    alone = [[p] for p in plan if p.name == "benchmarks"]
     first = [[p] for p in plan if p.name == "data"]
     last = [[p] for p in plan if p.name == "reports"]
     return first + ([models] if models else []) + alone + last
@@ -252,14 +301,13 @@ def launch(family: str, out=sys.stdout, benchmarks: bool = True, stale: bool = F
         print(f"error: no family {family!r} in {settings.recipes_dir}; families: {sorted(recipes)}", file=sys.stderr)
         return 2
     plan = [p for p in phases(defs, recipes[family])
-            if benchmarks or not (p.name.endswith("-benchmarks") or p.name == "reports")]
+            if benchmarks or p.name not in ("benchmarks", "reports")]
     launch_id = uuid.uuid4().hex[:12]
     with dg.DagsterInstance.get() as instance:
         where = launches.folder(instance.root_directory)
         log_path = where / f"run-{family}-{launch_id}.log"
         with launches.family_lock(where, family, launch_id, log_path) as lock_fd, open(log_path, "ab") as log:
-            run = _Launch(instance, defs.resolve_asset_graph(), family, plan, settings, launch_id, log_path, log,
-                          lock_fd, out)
+            run = _Launch(instance, defs, family, plan, settings, launch_id, log_path, log, lock_fd, out)
             return run.run(stale)
 
 
@@ -267,8 +315,9 @@ class _Launch:
     """One launch: its phases, in stages, each phase a process of its own that it follows and, whatever ends the
     launch (Ctrl-C, SIGTERM, an error of its own), stops before it returns."""
 
-    def __init__(self, instance, graph, family, plan, settings, launch_id, log_path, log, lock_fd, out):
-        self.instance, self.graph, self.family, self.plan, self.settings = instance, graph, family, plan, settings
+    def __init__(self, instance, defs, family, plan, settings, launch_id, log_path, log, lock_fd, out):
+        self.instance, self.family, self.plan, self.settings = instance, family, plan, settings
+        self.graph, self.defs = defs.resolve_asset_graph(), defs
         self.launch_id, self.log_path, self.log, self.lock_fd, self.out = launch_id, log_path, log, lock_fd, out
         self.share = launches.folder(instance.root_directory) / f"threads-{launch_id}"
         self.live: list[subprocess.Popen] = []
@@ -344,7 +393,7 @@ class _Launch:
         started = []
         for phase in stage:
             keys = [k for k in phase.keys if k.to_user_string() not in blocked]
-            progress.expect(phase.keys)
+            progress.expect(self._steps(phase.keys))
             progress.not_run([k.to_user_string() for k in phase.keys if k.to_user_string() in blocked],
                              "skipped: an upstream step or gate failed")
             if keys:
@@ -372,6 +421,13 @@ class _Launch:
                 _tail(self.log_path, self.out)
                 return 1
         return None
+
+    def _steps(self, keys: list[dg.AssetKey]) -> dict[str, list[dg.AssetKey]]:
+        """The steps that materialize ``keys`` (step key: the op's name), each with its assets in order."""
+        steps: dict[str, list[dg.AssetKey]] = {}
+        for k in keys:
+            steps.setdefault(self.defs.resolve_assets_def(k).op.name, []).append(k)
+        return steps
 
     def _stop(self) -> int:
         """Interrupt every phase process still running (each marks its run), wait for them, kill the stragglers."""

@@ -4,7 +4,8 @@ and its model card.
 Modules, each importing only those before it (``tests/test_architecture.py`` guards against import circles):
 ``cells`` (the leaf: benchmark cells and model keys) <- ``compare`` (framework and runtime comparisons) <-
 ``contract`` (report.json as a dict) and ``md`` (report.md) <- ``plots`` and ``html`` (report.html) <- ``files``
-(writes them all); ``select`` (the deployment candidate) <- ``model_card``. No module is named like a function
+(writes them all); ``select`` (the deployment candidate) <- ``model_card``; ``document`` (BENCHMARKS.md from
+report.json files). No module is named like a function
 exported here (``build``, ``markdown``, ``write``), so ``report.build`` is always the function.
 """
 

@@ -13,7 +13,7 @@ Numbers are copied from the benchmark rows; nothing is re-measured here.
 
 from __future__ import annotations
 
-from compression_pipeline.report.cells import cell, cell_label, precision
+from compression_pipeline.report.cells import cell, cell_label, precision, ratio_text, round_ratio
 
 FRAMEWORK_ORDER = ("torch", "tensorflow")
 NATIVE = "own framework"  # report.md's column label for a model's own framework runtime
@@ -36,9 +36,16 @@ def _p50_cells(m: dict) -> list[dict]:
             for r in rows]
 
 
-def _ort_p50(models: list[dict], framework: str) -> dict[tuple[str, int], float]:
-    return {(precision(r), r["batch_size"]): r["p50_ms"] for m in models if m["framework"] == framework
+def _ort_rows(models: list[dict], framework: str) -> dict[tuple[str, int], dict]:
+    return {(precision(r), r["batch_size"]): r for m in models if m["framework"] == framework
             for r in m["benchmarks"] if r["runtime"] == "onnxruntime"}
+
+
+def _interval(reference: dict, row: dict) -> dict:
+    """``ci`` and ``resolved`` of reference p50 / row p50 from their shared rounds (nulls when they share none)."""
+    r = round_ratio(reference, row)
+    return {"ci": [r.ci_low, r.ci_high], "resolved": r.resolved, "rounds": r.rounds} if r else \
+        {"ci": None, "resolved": None, "rounds": None}
 
 
 def framework_comparison(models: list[dict]) -> list[dict]:
@@ -54,10 +61,16 @@ def framework_comparison(models: list[dict]) -> list[dict]:
         rows = [{"framework": m["framework"], "format": m.get("format", "onnx"), "accuracy": m["accuracy"],
                  "accuracy_runtime": m.get("accuracy_runtime"), "accuracy_drop": m["accuracy_drop"],
                  "params": m["params"], "file_bytes": m["file_bytes"], "p50_ms": _p50_cells(m)} for m in group]
-        tf, pt = _ort_p50(group, "tensorflow"), _ort_p50(group, "torch")
-        ratios = [{"precision": p, "batch_size": bs, "torch_p50_ms": pt[(p, bs)], "tensorflow_p50_ms": tf[(p, bs)],
-                   "ratio": tf[(p, bs)] / pt[(p, bs)]}
-                  for p, bs in sorted(tf.keys() & pt.keys(), key=lambda k: (k[0] != "fp32", k[0], k[1]))]
+        tf, pt = _ort_rows(group, "tensorflow"), _ort_rows(group, "torch")
+        ratios = []
+        for k in sorted(tf.keys() & pt.keys(), key=lambda k: (k[0] != "fp32", k[0], k[1])):
+            # TensorFlow's p50 over PyTorch's: the per-round ratio's median and interval where both were timed in
+            # one session, else the ratio of the two p50s
+            shared = round_ratio(tf[k], pt[k])
+            ratios.append({"precision": k[0], "batch_size": k[1], "torch_p50_ms": pt[k]["p50_ms"],
+                           "tensorflow_p50_ms": tf[k]["p50_ms"],
+                           "ratio": shared.value if shared else tf[k]["p50_ms"] / pt[k]["p50_ms"],
+                           **_interval(tf[k], pt[k])})
         out.append({"name": name, "frameworks": sorted({m["framework"] for m in group}, key=_framework_key),
                     "rows": rows, RATIO_FIELD: ratios})
     return out
@@ -70,11 +83,16 @@ def runtime_comparison(models: list[dict]) -> list[dict]:
     for m in models:
         if not m["benchmarks"]:
             continue
-        ort = {(precision(r), r["batch_size"]): r["p50_ms"] for r in m["benchmarks"] if r["runtime"] == "onnxruntime"}
+        ort = {(precision(r), r["batch_size"]): r for r in m["benchmarks"] if r["runtime"] == "onnxruntime"}
         cells = []
-        for c in _p50_cells(m):
+        for row in sorted(m["benchmarks"], key=lambda r: _cell_key(cell(r))):
+            c = {"runtime": row["runtime"], "precision": precision(row), "batch_size": row["batch_size"],
+                 "p50_ms": row["p50_ms"]}
             ref = ort.get((c["precision"], c["batch_size"]))
-            cells.append({**c, "onnxruntime_p50_ms": ref, "vs_onnxruntime": None if ref is None else c["p50_ms"] / ref})
+            shared = round_ratio(row, ref) if ref is not None else None
+            ratio = None if ref is None else shared.value if shared else c["p50_ms"] / ref["p50_ms"]
+            cells.append({**c, "onnxruntime_p50_ms": None if ref is None else ref["p50_ms"], "vs_onnxruntime": ratio,
+                          "vs_onnxruntime_ci": [shared.ci_low, shared.ci_high] if shared else None})
         out.append({"name": m["name"], "framework": m["framework"], "format": m.get("format", "onnx"), "cells": cells})
     return out
 
@@ -103,14 +121,14 @@ def framework_table(report: dict) -> list[str]:
         [f"{cell_label(('onnxruntime', p, bs))} TF/PyTorch" for p, bs in ratio_keys]
     rows = []
     for v in comp:
-        ratio = {(x["precision"], x["batch_size"]): x["ratio"] for x in v[RATIO_FIELD]}
+        ratio = {(x["precision"], x["batch_size"]): ratio_text(x["ratio"], x.get("ci")) for x in v[RATIO_FIELD]}
         for r in v["rows"]:
             p50 = {(col(c["runtime"], r["framework"]), c["precision"], c["batch_size"]): c["p50_ms"]
                    for c in r["p50_ms"]}
             rows.append([v["name"], r["framework"], r["format"], f"{r['accuracy']:.4f}",
                          f"{100 * r['accuracy_drop']:+.2f}", f"{r['params']:,}", f"{r['file_bytes'] / 1024:.0f}"]
                         + [f"{p50[c]:.3f}" if c in p50 else "-" for c in cells]
-                        + [f"{ratio[k]:.2f}x" if k in ratio and r["framework"] == "tensorflow" else "-"
+                        + [ratio[k] if k in ratio and r["framework"] == "tensorflow" else "-"
                            for k in ratio_keys])
     return _table(head, rows)
 
@@ -135,7 +153,7 @@ def runtime_table(report: dict) -> list[str]:
             elif c[0] == "onnxruntime" or x["vs_onnxruntime"] is None:
                 row.append(f"{x['p50_ms']:.3f}")
             else:
-                row.append(f"{x['p50_ms']:.3f} ({x['vs_onnxruntime']:.2f}x)")
+                row.append(f"{x['p50_ms']:.3f} ({ratio_text(x['vs_onnxruntime'], x.get('vs_onnxruntime_ci'))})")
         rows.append(row)
     return _table(head, rows)
 
@@ -144,7 +162,8 @@ FRAMEWORK_NOTE = ("Each model built in more than one framework, side by side (th
                   "parameter count, trained on the same splits). Drop is against the same framework's baseline. "
                   "\"own framework\" is PyTorch eager for torch rows and the compiled tf.function for tensorflow rows. "
                   "TF/PyTorch divides TensorFlow's p50 by PyTorch's on ONNX Runtime: the same runtime running two "
-                  "exporters' graphs (tf2onnx and torch.onnx), so a ratio away from 1 is the exported graph's doing.")
+                  "exporters' graphs (tf2onnx and torch.onnx), so a ratio away from 1 is the exported graph's doing; "
+                  "with its interval from the rounds in which both were timed, and ~ where it includes 1.")
 OWN_BASELINES_NOTE = ("Each framework has its own baseline network here (the recipe lists one baseline per framework), "
                       "so a row compares what the pipeline did to that framework's network: drop is against the same "
                       "framework's baseline, and TF/PyTorch divides two different networks' ONNX Runtime p50s (not a "

@@ -18,6 +18,13 @@ per benchmarked model, ``name``, ``framework``, ``format`` and ``cells`` ({``run
 ``batch_size``, ``p50_ms``, ``onnxruntime_p50_ms``, ``vs_onnxruntime`` = p50 / ONNX Runtime p50, or null}).
 See ``compare``.
 
+Added with the interleaved benchmark session: ``benchmark_sessions`` (id -> rounds, seconds, ``reached`` (the target
+half-width, else the budget ended it), ``under_load`` and the load it saw); per model ``benchmark_session`` (its id);
+per benchmark row ``session``, ``rounds``, ``round_p50_ms``, ``round_mean_ms``, ``others_cores`` and, against the
+baseline, ``speedup_vs_baseline`` (now the median of the per-round ratios), ``speedup_ci``, ``speedup_resolved``
+(the interval excludes 1), ``speedup_rounds``, ``speedup_reference``; ``vs_torch_eager`` (the PyTorch baseline on
+PyTorch eager over this cell: value, ci, resolved). The comparisons' ratios carry ``ci`` and ``resolved`` too.
+
 Added with training on devices: each model's ``training`` (``device``, ``processes``, ``backend``, ``precision``,
 ``preload``, ``augment``, ``epochs``, ``train_s``, ``wall_s``, ``samples_per_s``; null when it was not trained here).
 """
@@ -58,7 +65,9 @@ def build(recipe: Recipe, models: list[tuple[Handle, Handle]], rejected: list[di
             "compact_artifact": i.get("compact_artifact"), "artifact": deployable.artifact.path,
             "sha256": deployable.artifact.sha256,
             "gates_passed": deployable.gates_passed, "gates": i.get("gates", []),
-            "benchmarks": [{k: r[k] for k in BENCH_FIELDS if k in r} for r in bench.info["results"]],
+            "benchmarks": [{k: r[k] for k in (*BENCH_FIELDS, "speedup_vs_baseline") if k in r}
+                           for r in bench.info["results"]],
+            "benchmark_session": (bench.info.get("session") or {}).get("id"),
             "benchmarks_skipped": bench.info.get("skipped", []),
             "benchmark_artifact": bench.artifact.path if bench.artifact else None,
             "macs": i.get("macs"), "compress_s": i.get("compress_s"), "seed": i.get("seed"), "note": i.get("note"),
@@ -71,8 +80,10 @@ def build(recipe: Recipe, models: list[tuple[Handle, Handle]], rejected: list[di
         entries.append(entry)
     add_ratios(entries)
     env = models[0][1].info["environment"] if models else {}
+    sessions = {b.info["session"]["id"]: b.info["session"] for _, b in models if b.info.get("session")}
     return {"family": recipe.name, "recipe": recipe.source_path, "generated_at": dt.datetime.now(dt.UTC).isoformat(),
-            "environment": env, "gates": recipe.gates.model_dump(), "dataset": _dataset(recipe, models),
+            "environment": env, "benchmark_sessions": sessions, "gates": recipe.gates.model_dump(),
+            "dataset": _dataset(recipe, models),
             "select": recipe.select.model_dump(mode="json"), "models": entries, "rejected": list(rejected),
             # One network built in every framework, or each framework its own baseline (a list in the recipe).
             "same_architecture": not isinstance(recipe.baseline, list),
@@ -115,7 +126,9 @@ def add_ratios(entries: list[dict]) -> None:
                         if precision(r) == "fp32"})
         for r in e["benchmarks"]:
             key = (r["runtime"], r["batch_size"])
-            if key in ref:
+            # The session's speedup (the median of per-round ratios, with its interval) stands; a row without
+            # rounds (an older benchmark handle) gets the ratio of p50s, with no interval.
+            if key in ref and "speedup_ci" not in r:
                 r["speedup_vs_baseline"] = ref[key] / r["p50_ms"]
 
 

@@ -9,7 +9,7 @@ import json
 from html import escape
 
 from compression_pipeline.report import compare
-from compression_pipeline.report.cells import cell, cell_label, model_key
+from compression_pipeline.report.cells import cell, cell_label, model_key, speedup_text
 from compression_pipeline.report.md import markdown
 
 
@@ -34,7 +34,7 @@ STAT_FIELDS = ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "mean_ms", "std_ms")
 def _table(report: dict) -> str:
     """The models with their full statistics per benchmark cell."""
     head = ["model", "cell", "provider", "p50", "p90", "p95", "p99", "mean", "std", "runs", "samples/s", "load s",
-            "first call", "peak host MB", "peak device MB", "speedup"]
+            "first call", "peak host MB", "peak device MB", "speedup [95% CI]", "rounds"]
     rows = []
     for m in report["models"]:
         for r in m["benchmarks"]:
@@ -44,7 +44,7 @@ def _table(report: dict) -> str:
                 [str(r.get("runs", "-")), f"{r['throughput']:,.0f}", f"{r.get('load_s', 0):.3f}",
                  f"{r['first_call_ms']:.2f} ms" if "first_call_ms" in r else "-",
                  f"{r['peak_host_mb']:.0f}" if "peak_host_mb" in r else "-", "-" if dev is None else f"{dev:.1f}",
-                 f"{r['speedup_vs_baseline']:.2f}x" if "speedup_vs_baseline" in r else "-"]
+                 speedup_text(r) if "speedup_vs_baseline" in r else "-", str(r.get("rounds", "-"))]
             rows.append("<tr>" + "".join(f"<td>{escape(v)}</td>" for v in vals) + "</tr>")
     return ("<table><thead><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr></thead><tbody>"
             + "".join(rows) + "</tbody></table>")
@@ -94,8 +94,9 @@ def html_page(report: dict, images: dict[str, bytes]) -> str:
         (f"<p class='note'>Generated {escape(str(report.get('generated_at', '')))} "
         f"from {escape(str(report.get('recipe', '')))}. "
         "Accuracy is measured on the deployed artifact with the runtime that is benchmarked; latency is the p50 of "
-        "the measured calls after warm-up; speedups are against the fp32 baseline on the same runtime and batch size, "
-        "measured in the same run.</p>"),
+        "the measured calls after warm-up; speedups are against the fp32 baseline on the same runtime and batch size: "
+        "each model and its baseline timed together in interleaved rounds, the median of the per-round ratios with "
+        "its 95% interval (error bars); ~ marks a speedup whose interval includes 1.</p>"),
         ("<h2>Accuracy vs latency</h2><p class='note'>Red points form the Pareto front: no other model is both "
         "faster and at least as accurate. The outlined point is the baseline.</p>"), img.get("accuracy_latency", ""),
         "<h2>Summary</h2>", _md_table_html(report),

@@ -4,7 +4,7 @@ rejected candidates and the environment."""
 from __future__ import annotations
 
 from compression_pipeline.report import compare
-from compression_pipeline.report.cells import cell, cell_label
+from compression_pipeline.report.cells import cell, cell_label, speedup_text
 
 
 def drop_text(m: dict) -> str:
@@ -17,13 +17,16 @@ def drop_text(m: dict) -> str:
 def markdown(report: dict) -> str:
     cells = sorted({cell(r) for m in report["models"] for r in m["benchmarks"]})
     head = ["model", "framework", "method", "parent", "accuracy", "drop pp (95% CI)", "params", "file KB", "gzip KB",
-            "compact KB", "gates"] + [f"{cell_label(c)} p50 ms (speedup)" for c in cells]
+            "compact KB", "gates"] + [f"{cell_label(c)} p50 ms (speedup [95% CI])" for c in cells]
     lines = [f"# {report['family']}: compression report", "",
              (f"Accuracy on the test split, measured on the deployed artifact ({_accuracy_runtimes(report)}). "
-             "Drop is against the same framework's baseline; speedup is baseline p50 / model p50 on the same runtime "
-             "and batch size, measured in the same run. "
+             "Drop is against the same framework's baseline. "
              f"The drop's interval is from the paired predictions on the same {_test_samples(report)} test images "
-             "(Agresti-Min); one image is " f"{_one_image(report)} points."), "",
+             "(Agresti-Min); one image is " f"{_one_image(report)} points. "
+             "Speedup is the baseline's latency over the model's on the same runtime and batch size: every model "
+             "and its baseline were timed together in interleaved rounds, and the speedup is the median of the "
+             "per-round ratios with its sign-test interval; a model is faster only where the interval excludes 1 "
+             "(~ marks one that does not)."), "", *session_lines(report), "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for m in report["models"]:
         bench = {cell(r): r for r in m["benchmarks"]}
@@ -34,7 +37,7 @@ def markdown(report: dict) -> str:
                "pass" if m["gates_passed"] else "FAIL"]
         for c in cells:
             r = bench.get(c)
-            row.append("-" if r is None else f"{r['p50_ms']:.3f} ({r.get('speedup_vs_baseline', 1.0):.2f}x)")
+            row.append("-" if r is None else f"{r['p50_ms']:.3f} ({speedup_text(r)})")
         lines.append("| " + " | ".join(row) + " |")
     several = len({m["framework"] for m in report["models"]}) > 1
     notes = [f"- **{m['name']}** ({m['framework'] + ', ' if several else ''}{m['method']}): {m['note']}"
@@ -63,6 +66,26 @@ def markdown(report: dict) -> str:
                   f"GPU: {gpu['name'] if gpu else 'none'}; providers used: "
                   f"{', '.join(sorted({r['provider'] for m in report['models'] for r in m['benchmarks']}))}.")]
     return "\n".join(lines) + "\n"
+
+
+def session_lines(report: dict) -> list[str]:
+    """How each benchmark session went: rounds, time, whether every speedup reached its target width, the load."""
+    out = []
+    for sid, s in (report.get("benchmark_sessions") or {}).items():
+        models = sum(m.get("benchmark_session") == sid for m in report["models"])
+        ended = (f"every speedup's interval within +-{100 * s['target_half_width']:.0f}%" if s["reached"] else
+                 f"the {s['budget_s']:.0f} s budget ended it before every speedup's interval was within "
+                 f"+-{100 * s['target_half_width']:.0f}%")
+        load = s.get("others_cores_median")
+        text = (f"Benchmark session {sid}: {models} models, {s['cells']} cells, {s['rounds']} rounds in "
+                f"{s['seconds']:.0f} s ({ended}); other processes used "
+                f"{'?' if load is None else f'{load:.2f}'} of {s['cpu_count']} cores (median round).")
+        if s.get("under_load"):
+            text += (" **Measured under sustained load**: interleaving evens out bursts, not a job that shares the "
+                     "cores for the whole session; these speedups are flagged and the candidate is not chosen on "
+                     "speed. Re-measure on a quiet machine.")
+        out.append(text)
+    return out
 
 
 def _accuracy_runtimes(report: dict) -> str:

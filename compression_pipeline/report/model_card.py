@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 
-from compression_pipeline.report.cells import cell, cell_label, model_key
+from compression_pipeline.report.cells import cell, cell_label, model_key, ratio_text, speedup_text
+from compression_pipeline.report.md import session_lines
 from compression_pipeline.report.select import Decision
 
 
@@ -33,6 +34,12 @@ def _input(ds: dict) -> list[str]:
             f"- classes ({len(spec['class_names'])}): {', '.join(spec['class_names'])}"]
 
 
+def _eager(r: dict) -> str:
+    """This cell against the PyTorch baseline on PyTorch eager (what a PyTorch user starts from)."""
+    x = r.get("vs_torch_eager")
+    return ratio_text(x["value"], x.get("ci")) if x else "-"
+
+
 def render(report: dict, decision: Decision, data: dict, artifact: dict) -> str:
     """``data``: facts about the splits (rows per split, sha256); ``artifact``: the copied deployable's handle."""
     models = {model_key(m): m for m in report["models"]}
@@ -40,7 +47,10 @@ def render(report: dict, decision: Decision, data: dict, artifact: dict) -> str:
     by_name = {(x["framework"], x["name"]): x for x in report["models"]}
     ds = report.get("dataset") or {}
     lines = [f"# Model card: {report['family']} / {decision.chosen}", "",
-             f"Selected by the recipe's `select` rule: {decision.rule}.", "",
+             f"Selected by the recipe's `select` rule: {decision.rule}."
+             + (f" Speed was compared {decision.speed}." if decision.speed else "")
+             + (f" Tied with it on speed, within the interval: {', '.join(decision.tied)}; accuracy, then file size, "
+                "decided." if decision.tied else ""), "",
              "## Artifact", "",
              f"- file: `{artifact['path']}` ({artifact['bytes']:,} bytes, {artifact.get('format', 'onnx')})",
              f"- sha256: `{artifact['sha256']}`",
@@ -71,13 +81,18 @@ def render(report: dict, decision: Decision, data: dict, artifact: dict) -> str:
     lines += [f"- gate `{g['name']}`: {'passed' if g['passed'] else 'FAILED'}: {g['description']}"
               for g in m.get("gates", [])]
     lines += ["", "## Latency", "", ("| cell | provider | p50 ms | p90 ms | p95 ms | p99 ms | mean ms | std ms | "
-              "samples/s | speedup vs baseline |"), "|---|---|---|---|---|---|---|---|---|---|"]
+              "samples/s | speedup vs baseline [95% CI] | vs PyTorch eager baseline |"),
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     nan = float("nan")  # a row from an older harness may lack a statistic
     for r in m["benchmarks"]:
         lines.append(f"| {cell_label(cell(r))} | {r['provider']} | {r['p50_ms']:.3f} | {r['p90_ms']:.3f} | "
                      f"{r.get('p95_ms', nan):.3f} | {r['p99_ms']:.3f} | {r.get('mean_ms', nan):.3f} | "
                      f"{r.get('std_ms', nan):.3f} | {r['throughput']:,.0f} | "
-                     f"{r.get('speedup_vs_baseline', 1.0):.2f}x |")
+                     f"{speedup_text(r)} | {_eager(r)} |")
+    own = {k: v for k, v in (report.get("benchmark_sessions") or {}).items() if k == m.get("benchmark_session")}
+    lines += ["", *session_lines({**report, "models": [m], "benchmark_sessions": own}),
+              ("Speedups are the medians of per-round ratios of cells timed together in interleaved rounds; ~ marks "
+               "an interval that includes 1 (no difference resolved).")]
     for s in m.get("benchmarks_skipped", []):
         lines.append(f"\nNot measured: {s['runtime']} {s['precision']}: {s['reason']}")
     env = report.get("environment") or {}

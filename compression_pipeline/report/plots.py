@@ -3,7 +3,8 @@
 - ``accuracy_latency``: accuracy vs p50 latency, one panel per runtime (and precision) at one batch size,
   with the Pareto front (no other model is both faster and at least as accurate) marked;
 - ``sizes``: deployable file size and gzip size per model;
-- ``speedup``: speedup vs the fp32 baseline on the same runtime, one panel per runtime, one bar per batch size;
+- ``speedup``: speedup vs the fp32 baseline on the same runtime, one panel per runtime, one bar per batch size,
+  with the speedup's interval as an error bar;
 - ``frameworks`` (only when the baseline is built in more than one framework): the baseline's p50 on each
   runtime, one bar per framework, one panel per batch size.
 
@@ -149,20 +150,24 @@ def speedup(report: dict) -> bytes:
         names = [model_key(m) for m in models if any(r["runtime"] == rt for r in m["benchmarks"])]
         width = 0.8 / max(len(series), 1)
         for k, (prec, bs) in enumerate(series):
-            xs, hs = [], []
+            xs, hs, err = [], [], [[], []]
             for i, m in enumerate(m for m in models if model_key(m) in names):
                 row = next((r for r in m["benchmarks"] if cell(r) == (rt, prec, bs)), None)
                 if row is not None and "speedup_vs_baseline" in row:
                     xs.append(i - 0.4 + width * (k + 0.5))
                     hs.append(row["speedup_vs_baseline"])
-            bars = ax.bar(xs, hs, width=width, label=f"batch {bs}" + ("" if prec == "fp32" else f" {prec}"))
+                    lo, hi = row.get("speedup_ci") or (hs[-1], hs[-1])  # the interval, where the session gave one
+                    err[0].append(max(hs[-1] - lo, 0.0))
+                    err[1].append(max(hi - hs[-1], 0.0))
+            bars = ax.bar(xs, hs, width=width, label=f"batch {bs}" + ("" if prec == "fp32" else f" {prec}"),
+                          yerr=err if xs else None, error_kw={"elinewidth": 0.8, "capsize": 2})
             ax.bar_label(bars, fmt="%.2fx", fontsize=6 if crowded else 7, rotation=90 if crowded else 0,
                          padding=2)
         ax.axhline(1.0, color="black", lw=0.8)
         ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
         ax.set_xlim(-0.6, max(len(names), 2) - 0.4)  # a lone model gets a bar, not a wall
         ax.set_ylim(0, ax.get_ylim()[1] * 1.12)  # room for the labels above the bars
-        ax.set_ylabel("speedup vs fp32 baseline (p50)")
+        ax.set_ylabel("speedup vs fp32 baseline (95% CI)")
         ax.set_title(rt)
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=8)

@@ -31,11 +31,13 @@ FP16_CPU_REASON = ("fp16 is benchmarked on CUDA only: this run is on CPU, where 
 class Cell:
     """One batch size of a session: ``call`` blocks until its result is ready (synchronizes on a GPU); ``fields``
     are facts known before timing (``h2d_ms``, LiteRT's delegate); ``after`` reads those known only afterwards
-    (device memory), outside the cell's host-memory window."""
+    (device memory), outside the cell's host-memory window; ``enter`` makes the session ready for this cell again
+    after another cell of it ran (an interleaved session switches between batch sizes; untimed)."""
 
     call: Callable[[], object]
     fields: dict = field(default_factory=dict)
     after: Callable[[], dict] = dict
+    enter: Callable[[], object] = lambda: None
 
 
 @dataclass(kw_only=True)

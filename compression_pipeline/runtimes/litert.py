@@ -78,7 +78,11 @@ class LiteRtSession(Session):
             interp.invoke()
             interp.get_tensor(out).copy()
 
-        return Cell(call, {"provider": provider_of(nodes), "delegated_nodes": nodes})
+        def enter():  # the interpreter holds one input shape: another batch size's cell may have resized it
+            if tuple(interp.get_input_details()[0]["shape"]) != x.shape:
+                self._resized(x.shape)
+
+        return Cell(call, {"provider": provider_of(nodes), "delegated_nodes": nodes}, enter=enter)
 
     def outputs(self, x: np.ndarray) -> np.ndarray:
         inp, out = self._resized(x.shape)
