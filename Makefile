@@ -8,7 +8,7 @@ export PYTHONUNBUFFERED := 1
 # (it renames $DAGSTER_HOME/logs/ away whenever that folder is not empty).
 export DAGSTER_DISABLE_TELEMETRY := 1
 
-.PHONY: install run test ui report resume benchmarks
+.PHONY: install run test ui report resume remeasure benchmarks
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -26,6 +26,11 @@ run: install
 
 report: install
 	$(PY) -m compression_pipeline report $(FAMILY)
+
+# Measure the family's last good models again in one benchmark session and rebuild the report (nothing retrains):
+# after a session that ran under load, or on another machine.
+remeasure: install
+	$(PY) -m compression_pipeline run $(FAMILY) --remeasure
 
 # BENCHMARKS.md, the measured tables, from every family's report.json (or REPORTS="a/report.json b/report.json": two
 # runs of one family side by side, with the run-to-run agreement of each speedup).

@@ -3,6 +3,7 @@
 - ``run <family>`` materializes the family through Dagster on the instance in $DAGSTER_HOME (what ``make run``
   does), with one progress line per step and a summary (``orchestration/launch.py``); ``--stale``: the data, then
   only what is missing or stale (what ``make resume FAMILY=...`` does to complete an interrupted launch);
+  ``--remeasure``: the benchmark session and the report only (``make remeasure``);
 - ``report <family>`` prints a family's comparison table; ``lineage <family>/<asset>`` where an asset came from:
   both only read what the runs wrote, so they are cheap and never retrain anything;
 - ``resume <run_id>`` re-executes a failed run from its failure;
@@ -87,11 +88,11 @@ def lineage(asset: str, as_json: bool) -> int:
     return 0 if steps[0].kind != "missing" else 1
 
 
-def run(family: str, benchmarks: bool = True, stale: bool = False) -> int:
+def run(family: str, benchmarks: bool = True, stale: bool = False, remeasure: bool = False) -> int:
     os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / "dagster_home"))  # the same default as `make run`
     from compression_pipeline.orchestration.launch import launch
 
-    return launch(family, benchmarks=benchmarks, stale=stale)
+    return launch(family, benchmarks=benchmarks, stale=stale, remeasure=remeasure)
 
 
 def main(argv=None) -> int:
@@ -103,6 +104,8 @@ def main(argv=None) -> int:
                    help="the data, models and exports only (each gated): no benchmarks, report or candidate")
     p.add_argument("--stale", action="store_true",
                    help="the data, then only what is missing or stale (completes an interrupted launch)")
+    p.add_argument("--remeasure", action="store_true",
+                   help="only the benchmark session and the report, on the last good models (e.g. on a quiet machine)")
     p = sub.add_parser("report", help="print a family's comparison table and the paths of its report files")
     p.add_argument("family", nargs="?", default="digits")
     p = sub.add_parser("benchmarks", help="write BENCHMARKS.md from report.json files (two of one family: side by "
@@ -117,7 +120,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
-            return run(args.family, benchmarks=not args.no_benchmarks, stale=args.stale)
+            return run(args.family, benchmarks=not args.no_benchmarks, stale=args.stale, remeasure=args.remeasure)
         if args.command == "report":
             return report(args.family)
         if args.command == "benchmarks":

@@ -279,6 +279,7 @@ class Benchmark(Strict):
     # round; rounds go on until every speedup's interval is within target_half_width of its value, or budget_s.
     slice_s: float = Field(0.1, gt=0, le=10)
     min_rounds: int = Field(6, ge=2)
+    processes: int = Field(2, ge=1, le=16)  # the rounds are split among this many processes, one after the other
     budget_s: float = Field(120.0, gt=0)
     target_half_width: float = Field(0.05, gt=0, lt=1)
     confidence: float = Field(0.95, gt=0.5, lt=1)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import gzip
 import io
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +19,7 @@ from compression_pipeline import data
 from compression_pipeline import gates as G
 from compression_pipeline.artifacts import ArtifactStore, Handle
 from compression_pipeline.recipe import Recipe
+from compression_pipeline.session import Benchmarkable
 
 
 def _gated(handle: Handle, gates: list) -> Handle:
@@ -414,51 +415,28 @@ def tflite_variant(recipe: Recipe, store: ArtifactStore, name: str, parent: Hand
 
 
 # --- benchmarks -------------------------------------------------------------------------------------------------
-@dataclass
-class Benchmarkable:
-    """What a model of the family is benchmarked from: its deployable file (ONNX, or the TFLite file of a TFLite
-    variant), its framework-native model if any (PyTorch eager, tf.function), a Keras model's TFLite export."""
-
-    deployable: Handle
-    model: Handle | None = None
-    tflite: Handle | None = None
-
-
 def benchmarks(recipe: Recipe, store: ArtifactStore, models: dict[str, Benchmarkable],
                selected: list[str] | None = None, log=None) -> dict[str, Handle]:
-    """One measurement session (``interleave.py``) for ``selected`` models of the family (``<framework>_<name>``;
-    all by default), timed together with their references in interleaved rounds on every listed runtime that can
-    run each: each one's framework baseline (its speedups' denominator) and the PyTorch baseline (what a PyTorch user
-    starts from), so no ratio is ever made of cells timed at different moments. Returns a handle per selected model:
-    its rows, each with its speedup and that speedup's interval, and the session's facts (rounds, load)."""
+    """One measurement session (``session.py``, ``interleave.py``) for ``selected`` models of the family
+    (``<framework>_<name>``; all by default), timed together with their references in interleaved rounds on every
+    listed runtime that can run each: each one's framework baseline (its speedups' denominator) and the PyTorch
+    baseline (what a PyTorch user starts from), so no ratio is ever made of cells timed at different moments.
+    Returns a handle per selected model: its rows, each with its speedup and that speedup's interval, and the
+    session's facts (rounds, processes, load)."""
     from compression_pipeline import benchmark as B
-    from compression_pipeline import environment
-    from compression_pipeline import interleave as IL
+    from compression_pipeline import environment, session
+    from compression_pipeline.interleave import cell_key
 
     bm = recipe.benchmark
     selected = list(models) if selected is None else [k for k in selected if k in models]
     base = {k: f"{m.deployable.info['framework']}_baseline" for k, m in models.items()}
     wanted = set(selected) | {base[k] for k in selected} | {"torch_baseline"}
     measured = [k for k in models if k in wanted]
-    sessions, skipped = {}, {}
-    for key in measured:
-        sessions[key], skipped[key] = _open_sessions(store, models[key], bm)
-    pairs = [(IL.cell_key(k, s.runtime, prec, bs), IL.cell_key(base[k], s.runtime, "fp32", bs))
-             for k in selected if k != base[k] for s in sessions[k] for prec in ("fp32", "fp16")
-             for bs in bm.batch_sizes]
-    threads = B.resolve_threads(bm.threads)
-    rounds = IL.Rounds(slice_s=bm.slice_s, min_rounds=bm.min_rounds, budget_s=bm.budget_s,
-                       target=bm.target_half_width, confidence=bm.confidence)
-    protocol = B.Protocol(bm.warmup_runs, bm.warmup_s, bm.min_runs, bm.min_time_s)
-    result = IL.measure(sessions, bm.batch_sizes, protocol, rounds, pairs, threads, log=log)
-    full = {k: v for k, v in result.session.items() if k != "skipped"}  # the order of every round: the artifact's
-    session = {k: v for k, v in full.items() if k not in ("cell_keys", "orders", "round_others_cores")}
-    for s in result.session["skipped"]:
-        skipped[s["model"]].append({k: v for k, v in s.items() if k != "model"})
-    rows = {k: [] for k in measured}
-    by_key = {c.key: c for c in result.cells}
-    for c in result.cells:
-        rows[c.model].append(_with_ratios(IL.row(c, session["id"]), c, by_key, base[c.model], bm.confidence))
+    pairs = [(cell_key(k, rt, prec, bs), cell_key(base[k], rt, "fp32", bs)) for k in selected if k != base[k]
+             for rt in bm.runtimes for prec in ("fp32", "fp16") for bs in bm.batch_sizes]
+    rows, skipped, full = session.measure(store, models, measured, pairs, bm, B.resolve_threads(bm.threads), log)
+    # every round's order stays in the artifacts; the handles carry the rest
+    facts = {k: v for k, v in full.items() if k not in ("cell_keys", "orders")}
     env = environment.capture(bm.threads)
     out = {}
     for key in selected:
@@ -469,88 +447,8 @@ def benchmarks(recipe: Recipe, store: ArtifactStore, models: dict[str, Benchmark
         art = store.write_bytes(f"{recipe.name}/{fw}_{name}_benchmark", _json(body).encode(), "json", "json")
         summary = [{k: v for k, v in r.items() if k != "samples_ms"} for r in rows[key]]
         out[key] = Handle(artifact=art, info={"name": name, "framework": fw, "results": summary, "environment": env,
-                                              "skipped": skipped[key], "session": session})
+                                              "skipped": skipped[key], "session": facts})
     return out
-
-
-def _open_sessions(store, m: Benchmarkable, bm) -> tuple[list, list[dict]]:
-    """The model's sessions on every listed runtime that can run it, and the runtimes that cannot, with why."""
-    from compression_pipeline.runtimes import litert
-    from compression_pipeline.runtimes import onnxruntime as ort_runtime
-
-    deployable = m.deployable
-    spec, fmt = _spec(deployable), deployable.artifact.format
-    openers = {}  # runtime -> a function that opens the model's session on it
-    if fmt == "onnx":
-        openers["onnxruntime"] = lambda: ort_runtime.open(store.path(deployable.artifact, verify=True), spec,
-                                                          deployable.info["input_layout"], bm.device, bm.threads)
-    tflite_file = deployable if fmt == "tflite" else m.tflite
-    if tflite_file is not None:
-        openers["tflite"] = lambda: litert.open(store.path(tflite_file.artifact, verify=True), spec,
-                                                tflite_file.info["input_layout"], bm.threads)
-    native = m.model.info["framework"] if m.model is not None else None
-    if native == "torch":
-        openers["torch"] = lambda: _open_torch(store, m.model, bm, spec)
-    if native == "tensorflow":
-        openers["tensorflow"] = lambda: _open_tensorflow(store, m.model, bm, spec)
-    sessions, skipped = [], []
-    for runtime in bm.runtimes:
-        if runtime in openers:
-            sessions.append(openers[runtime]())
-        else:
-            skipped.append({"runtime": runtime, "precision": "fp32", "applicable": False,
-                            "reason": f"{runtime} cannot run this model: a {deployable.info['framework']} model in "
-                                      f"{deployable.info.get('form', fmt)} form"})
-    return sessions, skipped
-
-
-def _with_ratios(row: dict, c, by_key: dict, baseline: str, confidence: float) -> dict:
-    """The row's speedup against its framework baseline's cell (same runtime and batch size, fp32) and its ratio to
-    the PyTorch baseline on PyTorch eager, each the median of the per-round ratios with its interval."""
-    from compression_pipeline import interleave as IL
-    from compression_pipeline import stats
-
-    s = c.session
-    refs = {"speedup": by_key.get(IL.cell_key(baseline, s.runtime, "fp32", c.batch_size)),
-            "vs_torch_eager": by_key.get(IL.cell_key("torch_baseline", "torch", "fp32", c.batch_size))}
-    for name, ref in refs.items():
-        if ref is None or ref is c:
-            continue
-        ratio = stats.round_ratio(ref.round_p50, c.round_p50, confidence)
-        if ratio is None:
-            continue
-        facts = {**ratio.as_dict(), "reference": ref.model}
-        if name == "speedup":
-            row.update(speedup_vs_baseline=ratio.value, speedup_ci=facts["ci"], speedup_resolved=ratio.resolved,
-                       speedup_rounds=ratio.rounds, speedup_reference=ref.model)
-        else:
-            row[name] = facts
-    return row
-
-
-def _open_torch(store, model, bm, spec):
-    import importlib
-
-    from compression_pipeline.frameworks import get
-    from compression_pipeline.runtimes import torch_eager
-
-    importlib.import_module("torch")  # before the clock starts: a process cost, not the model's load time
-    fw = get("torch")
-    t0 = time.perf_counter()
-    module = fw.load(store.path(model.artifact, verify=True))
-    return torch_eager.open(module, spec, fw.layout(spec), bm.device, bm.threads, load_s=time.perf_counter() - t0)
-
-
-def _open_tensorflow(store, model, bm, spec):
-    from compression_pipeline.frameworks import get
-    from compression_pipeline.runtimes import tf_function
-
-    tf_function.configure_threads(bm.threads)  # before the model loads (and TF starts): TF fixes its thread count
-    fw = get("tensorflow")
-    t0 = time.perf_counter()
-    keras_model = fw.load(store.path(model.artifact, verify=True))
-    return tf_function.open(keras_model, spec, fw.layout(spec), bm.device, bm.threads,
-                            load_s=time.perf_counter() - t0)
 
 
 def _json(obj) -> str:

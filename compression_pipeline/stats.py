@@ -7,6 +7,7 @@ models disagree, stays sensible when they never disagree, and needs no resamplin
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from statistics import NormalDist
@@ -117,15 +118,25 @@ class RoundRatio:
                 "confidence": self.confidence, "coverage": self.coverage, "resolved": self.resolved}
 
 
-def round_ratio(reference_rounds, cell_rounds, confidence: float = 0.95) -> RoundRatio | None:
-    """``reference / cell`` per round (the two lists pair by round), or None with too few rounds for an interval."""
+def round_ratio(reference_rounds, cell_rounds, confidence: float = 0.95, blocks=None) -> RoundRatio | None:
+    """``reference / cell`` per round (the two lists pair by round), or None with too few rounds for an interval.
+
+    ``blocks``: how many of the rounds each process timed, in order (the session runs its rounds in several
+    processes). Each process's own median ratio then also lies inside the interval: what a process draws once (its
+    memory placement, the core its threads start on) shifts all of its rounds alike, which no interval of pooled
+    rounds can show, and the spread between processes is the measure of it."""
     a, b = np.asarray(reference_rounds, dtype=float), np.asarray(cell_rounds, dtype=float)
     if len(a) != len(b):
         raise ValueError(f"per-round values pair by round: {len(a)} against {len(b)}")
     ranks = median_ranks(len(a), confidence)
     if ranks is None:
         return None
-    ratios = np.sort(a / b)
+    per_round = a / b
+    ratios = np.sort(per_round)
     k, j, coverage = ranks
-    return RoundRatio(float(np.median(ratios)), float(ratios[k - 1]), float(ratios[j - 1]), len(a), confidence,
-                      coverage)
+    low, high = float(ratios[k - 1]), float(ratios[j - 1])
+    if blocks and len(blocks) > 1 and sum(blocks) == len(a):
+        edges = np.cumsum([0, *blocks])
+        medians = [float(np.median(per_round[s:e])) for s, e in itertools.pairwise(edges) if e > s]
+        low, high = min([low, *medians]), max([high, *medians])
+    return RoundRatio(float(np.median(ratios)), low, high, len(a), confidence, coverage)

@@ -164,3 +164,39 @@ def test_cells_from_different_sessions_are_compared_by_point_values_and_the_deci
     b = _model("b", [1.01] * 6, accuracy=0.99, session="s2")
     d = select(_report(a, b), Select())
     assert d.chosen == "torch_a" and "another session" in d.speed
+
+
+def test_the_benchmarks_document_is_generated_from_reports_and_compares_two_runs(tmp_path):
+    """BENCHMARKS.md: a section per report (machine, versions, the report file, the session) and, for two runs of a
+    family, every speedup side by side with whether each lies in the other's interval and whether they overlap."""
+    import json
+
+    from compression_pipeline.report.document import document
+
+    def rep(value, ci):
+        row = {"runtime": "onnxruntime", "precision": "fp32", "batch_size": 1, "p50_ms": 1.0,
+               "speedup_vs_baseline": value, "speedup_ci": ci}
+        base = {"runtime": "onnxruntime", "precision": "fp32", "batch_size": 1, "p50_ms": 2.0,
+                "speedup_vs_baseline": 1.0}
+        common = {"framework": "torch", "accuracy": 0.97, "accuracy_drop": 0.0, "params": 10, "file_bytes": 4096}
+        return {"family": "fam", "generated_at": "2026-12-07T12:00:00", "recipe": "assets/fam.yaml",
+                "environment": {"cpu": {"model": "Some CPU", "cores": 2, "isa": ["avx2"]}, "threads": 2,
+                                "libraries": {"torch": "2.13.0", "onnxruntime": "1.31.1"}},
+                "benchmark_sessions": {"s": {"id": "s", "rounds": 12, "seconds": 30.0, "reached": True,
+                                             "target_half_width": 0.05, "budget_s": 60, "cells": 2, "cpu_count": 2,
+                                             "others_cores_median": 0.01, "under_load": False}},
+                "models": [{**common, "name": "baseline", "parent": None, "benchmark_session": "s",
+                            "benchmarks": [base]},
+                           {**common, "name": "int8", "parent": "baseline", "accuracy_drop_ci": [-0.01, 0.01],
+                            "size_ratio": 0.25, "benchmark_session": "s", "benchmarks": [row]}]}
+
+    runs = []
+    for i, (value, ci) in enumerate([(2.0, [1.9, 2.1]), (2.05, [1.95, 2.3])]):
+        runs.append(tmp_path / f"run{i}.json")
+        runs[-1].write_text(json.dumps(rep(value, ci)))
+    text = document(runs)
+    assert text.startswith("# Benchmarks") and text.count("## fam: 2026-12-07 12:00:00 UTC") == 2
+    assert "Some CPU, 2 cores (ISA: avx2)" in text and "torch 2.13.0" in text and "onnxruntime 1.31.1" in text
+    assert "run0.json` (sha256 " in text and str(tmp_path) not in text  # no machine's folders in a committed file
+    assert "| int8 | torch | 0.9700 |" in text and "4.00x" in text and "1.000 (2.00x [1.90, 2.10])" in text
+    assert "Of 1 speedups, 1 lie within the other run's interval" in text and "the intervals of 1 overlap" in text

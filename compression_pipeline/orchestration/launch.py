@@ -282,10 +282,11 @@ def resume_hint(family: str) -> str:
             "`make run` rebuilds the whole family")
 
 
-def launch(family: str, out=sys.stdout, benchmarks: bool = True, stale: bool = False) -> int:
+def launch(family: str, out=sys.stdout, benchmarks: bool = True, stale: bool = False, remeasure: bool = False) -> int:
     """Materialize every asset of ``family`` (without ``benchmarks``: the data, models and exports only, each gated;
-    with ``stale``: the data, then only what is missing or stale); print progress and a summary. Returns the exit
-    status: 0 when every step ran and every gate passed. Raises LaunchBusy while another launch of the family runs."""
+    with ``stale``: the data, then only what is missing or stale; with ``remeasure``: only the benchmark session and
+    the reports, on the last good models); print progress and a summary. Returns the exit status: 0 when every step
+    ran and every gate passed. Raises LaunchBusy while another launch of the family runs."""
     from compression_pipeline.definitions import defs
     from compression_pipeline.recipe import load_recipes
     from compression_pipeline.settings import Settings
@@ -301,7 +302,8 @@ def launch(family: str, out=sys.stdout, benchmarks: bool = True, stale: bool = F
         print(f"error: no family {family!r} in {settings.recipes_dir}; families: {sorted(recipes)}", file=sys.stderr)
         return 2
     plan = [p for p in phases(defs, recipes[family])
-            if benchmarks or p.name not in ("benchmarks", "reports")]
+            if (benchmarks or p.name not in ("benchmarks", "reports"))
+            and (not remeasure or p.name in ("benchmarks", "reports"))]
     launch_id = uuid.uuid4().hex[:12]
     with dg.DagsterInstance.get() as instance:
         where = launches.folder(instance.root_directory)

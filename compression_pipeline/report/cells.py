@@ -20,8 +20,8 @@ BENCH_FIELDS = ("runtime", "provider", "device", "batch_size", "threads", "p50_m
                 # added with the interleaved session (interleave.py): the session id, its rounds, each round's p50
                 # and mean, other processes' CPU use during the cell, the speedup's interval (reference / this cell,
                 # the median of per-round ratios), the ratio to the PyTorch baseline on PyTorch eager
-                "session", "rounds", "round_p50_ms", "round_mean_ms", "others_cores", "speedup_ci", "speedup_resolved",
-                "speedup_rounds", "speedup_reference", "vs_torch_eager")
+                "session", "rounds", "round_p50_ms", "round_mean_ms", "round_blocks", "others_cores", "speedup_ci",
+                "speedup_resolved", "speedup_rounds", "speedup_reference", "vs_torch_eager")
 
 
 def precision(row: dict) -> str:
@@ -49,7 +49,7 @@ def round_ratio(reference: dict, row: dict, confidence: float = 0.95) -> stats.R
     a, b = reference.get("round_p50_ms"), row.get("round_p50_ms")
     if not reference.get("session") or reference.get("session") != row.get("session") or not a or len(a) != len(b):
         return None
-    return stats.round_ratio(a, b, confidence)
+    return stats.round_ratio(a, b, confidence, row.get("round_blocks"))
 
 
 def ratio_text(value: float, ci: list[float] | None = None) -> str:
