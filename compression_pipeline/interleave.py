@@ -9,10 +9,10 @@ one untimed call), in an order drawn anew each round (seeded), so a burst hits t
 is the median of its per-round ratios (each round's median latency of one cell over the other's), with the
 sign-test interval of that median (``stats.round_ratio``: distribution-free; a few disturbed rounds do not move it).
 
-When to stop. After ``min_rounds`` (the fewest with an interval at the confidence: 6 at 95 %), rounds go on until
-every tracked ratio (the caller's: each model against its baseline) has an interval within ``target`` of its value
-(relative half-width) and every cell has its ``min_runs`` calls and ``min_time_s`` seconds, or until ``budget_s``
-seconds of rounds have passed; which of the two ended it is recorded (``reached``).
+When to stop. Every cell gets at least ``min_rounds`` rounds (the fewest with an interval at the confidence: 6 at
+95 %), ``min_runs`` calls and ``min_time_s`` seconds of calls; then rounds go on until every tracked ratio (the
+caller's: each model against its baseline) has an interval within ``target`` of its value (relative half-width), or
+until ``budget_s`` seconds of rounds have passed; which of the two ended it is recorded (``reached``).
 
 Load. Interleaving evens out bursts, not sustained load: a training job on the same cores inflated an int8 model's
 ratio from 2.5x to 11.7x (its short calls fit between the other job's time slices, fp32's long ones do not). So each
@@ -193,7 +193,7 @@ def measure(models: dict[str, list[Session]], batch_sizes, protocol: Protocol, r
         if enough and all(r is not None and r.half_width <= rounds.target for r in ratios.values()):
             reached = True
             break
-        if time.perf_counter() - start >= rounds.budget_s:
+        if enough and time.perf_counter() - start >= rounds.budget_s:  # the budget never cuts the minimums
             break
         if log and n % 5 == 0:
             wide = sum(r is None or r.half_width > rounds.target for r in ratios.values())

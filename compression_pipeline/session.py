@@ -55,7 +55,7 @@ def measure(store: ArtifactStore, models: dict[str, Benchmarkable], measured: li
     job = {"root": str(store.root), "benchmark": bm.model_dump(mode="json"), "threads": threads, "pairs": pairs,
            "models": {key: {f: (h.model_dump(mode="json") if h is not None else None)
                             for f, h in vars(models[key]).items()} for key in measured},
-           "min_rounds": math.ceil(bm.min_rounds / k), "budget_s": bm.budget_s / k}
+           "min_rounds": math.ceil(bm.min_rounds / k), "budget_s": bm.budget_s / k, "processes": k}
     parts = []
     with tempfile.TemporaryDirectory(prefix="benchmark-session-") as folder:
         for i in range(k):
@@ -233,7 +233,8 @@ def worker(spec_path: Path, out: Path) -> None:
         sessions[key], skipped[key] = open_sessions(store, m, bm)
     rounds = IL.Rounds(slice_s=bm.slice_s, min_rounds=job["min_rounds"], budget_s=job["budget_s"],
                        target=bm.target_half_width, confidence=bm.confidence, seed=job["seed"])
-    protocol = Protocol(bm.warmup_runs, bm.warmup_s, bm.min_runs, bm.min_time_s)
+    k = job["processes"]  # each process times its share of the minimums; the pooled rounds have them all
+    protocol = Protocol(bm.warmup_runs, bm.warmup_s, math.ceil(bm.min_runs / k), bm.min_time_s / k)
     result = IL.measure(sessions, bm.batch_sizes, protocol, rounds, [tuple(p) for p in job["pairs"]], job["threads"],
                         log=lambda line: print(line, flush=True))
     for s in result.session.pop("skipped"):

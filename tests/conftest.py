@@ -13,14 +13,16 @@ from compression_pipeline.settings import PROJECT_ROOT, Settings
 
 DEFAULT_RECIPE = PROJECT_ROOT / "assets" / "digits.yaml"
 
-# A recipe small enough for unit tests: a width-8 CNN, three epochs, a short benchmark protocol.
+# A recipe small enough for unit tests: a width-8 CNN, three epochs, a short benchmark protocol (a session of the
+# 6 rounds an interval needs, 10 ms slices, in the 2 processes of the default).
 TINY = {
     "name": "tiny",
     "dataset": {"source": "sklearn_digits", "seed": 0},
     "baseline": {"arch": "cnn", "width": 8, "epochs": 3, "lr": 0.003, "frameworks": ["torch"]},
     "gates": {"accuracy_floor": 0.3, "max_accuracy_drop": {"value": 0.2, "mode": "absolute"}},
     "variants": {"int8": {"from": "baseline", "method": "quantize_static", "samples": 64}},
-    "benchmark": {"batch_sizes": [1, 4], "warmup_runs": 2, "warmup_s": 0.0, "min_runs": 5, "min_time_s": 0.0},
+    "benchmark": {"batch_sizes": [1, 4], "warmup_runs": 2, "warmup_s": 0.0, "min_runs": 5, "min_time_s": 0.0,
+                  "slice_s": 0.01, "budget_s": 1.0},
 }
 
 

@@ -68,7 +68,7 @@ def test_the_family_on_a_slice(roots):
     variants["sparse90_shared4"]["max_iter"] = 5  # k-means iterations over 1.1M nonzero weights
     recipe["variants"] = variants
     recipe["benchmark"] = {"runtimes": ["onnxruntime"], "batch_sizes": [1], "threads": 1, "warmup_runs": 2,
-                           "warmup_s": 0.0, "min_runs": 5, "min_time_s": 0.0}
+                           "warmup_s": 0.0, "min_runs": 5, "min_time_s": 0.0, "slice_s": 0.02, "budget_s": 1.0}
     recipe["select"]["batch_size"] = 1
     recipe["select"].pop("min_accuracy")  # the full family's 0.91 is not for one epoch on 1,160 images
     write_recipe(roots, recipe)

@@ -17,7 +17,8 @@ from compression_pipeline.recipe import parse_recipe
 from conftest import write_recipe
 
 pytestmark = pytest.mark.e2e
-FAST = {"batch_sizes": [1, 4], "warmup_runs": 2, "warmup_s": 0.0, "min_runs": 5, "min_time_s": 0.0}
+FAST = {"batch_sizes": [1, 4], "warmup_runs": 2, "warmup_s": 0.0, "min_runs": 5, "min_time_s": 0.0, "slice_s": 0.01,
+        "budget_s": 1.0}
 
 
 def _run(defs):

@@ -245,7 +245,7 @@ def test_a_step_training_on_gpus_claims_the_pool_and_requests_its_gpus():
     r = parse_recipe({**BASE, "training": {"device": "cuda", "processes": 2, "pool": "gpus"},
                       "variants": {"p": prune, "q": {"from": "baseline", "method": "quantize_static"},
                                    "c": {**prune, "training": {"device": "cpu", "processes": 1}}}}, "r.yaml")
-    assets = {a.key: a for a in Family(r).build() if isinstance(a, dg.AssetsDefinition)}
+    assets = {k: a for a in Family(r).build() if isinstance(a, dg.AssetsDefinition) for k in a.keys}
 
     def step(noun):
         a = assets[dg.AssetKey(["t", noun])]
@@ -277,7 +277,7 @@ def test_a_family_asking_for_two_processes_and_device_augmentation_gets_them_thr
               "variants": {"pruned": {"from": "baseline", "method": "prune_structured", "ratio": 0.5,
                                       "finetune_epochs": 1, "training": {"augment": []}}},
               "benchmark": {"runtimes": ["onnxruntime"], "batch_sizes": [1], "warmup_runs": 1, "warmup_s": 0.0,
-                            "min_runs": 3, "min_time_s": 0.0}}
+                            "min_runs": 3, "min_time_s": 0.0, "slice_s": 0.01, "budget_s": 1.0}}
     write_recipe(roots, recipe)
     with dg.instance_for_test() as instance:
         result = build_definitions(roots).resolve_implicit_global_asset_job_def().execute_in_process(
