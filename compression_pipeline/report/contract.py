@@ -81,7 +81,8 @@ def build(recipe: Recipe, models: list[tuple[Handle, Handle]], rejected: list[di
     add_ratios(entries)
     env = models[0][1].info["environment"] if models else {}
     sessions = {b.info["session"]["id"]: b.info["session"] for _, b in models if b.info.get("session")}
-    return {"family": recipe.name, "recipe": recipe.source_path, "generated_at": dt.datetime.now(dt.UTC).isoformat(),
+    return {"family": recipe.name, "recipe": _project_relative(recipe.source_path),
+            "generated_at": dt.datetime.now(dt.UTC).isoformat(),
             "environment": env, "benchmark_sessions": sessions, "gates": recipe.gates.model_dump(),
             "dataset": _dataset(recipe, models),
             "select": recipe.select.model_dump(mode="json"), "models": entries, "rejected": list(rejected),
@@ -89,6 +90,21 @@ def build(recipe: Recipe, models: list[tuple[Handle, Handle]], rejected: list[di
             "same_architecture": not isinstance(recipe.baseline, list),
             "framework_comparison": compare.framework_comparison(entries),
             "runtime_comparison": compare.runtime_comparison(entries)}
+
+
+def _project_relative(path: str | None) -> str | None:
+    """A recipe inside the project as a path relative to it: report.json files are shared and committed
+    (benchmarks/), and name no machine's folders."""
+    from pathlib import Path
+
+    from compression_pipeline.settings import PROJECT_ROOT
+
+    if not path:
+        return path
+    try:
+        return str(Path(path).resolve().relative_to(PROJECT_ROOT))
+    except ValueError:
+        return path
 
 
 def _format(deployable: Handle) -> str:
