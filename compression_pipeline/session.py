@@ -98,7 +98,8 @@ def measure(store: ArtifactStore, models: dict[str, Benchmarkable], measured: li
         row.update(summarize(np.asarray(c["samples_ms"]), c["batch_size"]), session=session["id"],
                    round_blocks=blocks, rounds=len(c["round_p50_ms"]),
                    others_cores=float(np.mean(c["others"])) if c["others"] else None)
-        rows[c["model"]].append(_with_ratios(row, c, by_key, _baseline_of(models, c["model"]), confidence, blocks))
+        rows[c["model"]].append(_with_ratios(row, c, by_key, _baseline_of(models, c["model"]), confidence, blocks,
+                                             target))
     skipped = {key: [] for key in measured}
     for part in parts[:1]:
         for model, reasons in part["skipped"].items():
@@ -133,9 +134,11 @@ def _worker(spec: Path, out: Path, i: int, k: int, log) -> dict:
     return json.loads(out.read_text())
 
 
-def _with_ratios(row: dict, c: dict, by_key: dict, baseline: str, confidence: float, blocks: list[int]) -> dict:
+def _with_ratios(row: dict, c: dict, by_key: dict, baseline: str, confidence: float, blocks: list[int],
+                 target: float) -> dict:
     """The row's speedup against its framework baseline's cell (same runtime and batch size, fp32) and its ratio to
-    the PyTorch baseline on PyTorch eager, each the median of the per-round ratios with its interval."""
+    the PyTorch baseline on PyTorch eager, each the median of the per-round ratios with its interval; a speedup whose
+    interval stayed wider than the target is marked unstable (its row carries the load it ran under)."""
     refs = {"speedup": by_key.get(IL.cell_key(baseline, c["runtime"], "fp32", c["batch_size"])),
             "vs_torch_eager": by_key.get(IL.cell_key("torch_baseline", "torch", "fp32", c["batch_size"]))}
     for name, ref in refs.items():
@@ -146,7 +149,8 @@ def _with_ratios(row: dict, c: dict, by_key: dict, baseline: str, confidence: fl
             continue
         if name == "speedup":
             row.update(speedup_vs_baseline=ratio.value, speedup_ci=[ratio.ci_low, ratio.ci_high],
-                       speedup_resolved=ratio.resolved, speedup_rounds=ratio.rounds, speedup_reference=ref["model"])
+                       speedup_resolved=ratio.resolved, speedup_rounds=ratio.rounds, speedup_reference=ref["model"],
+                       speedup_unstable=ratio.half_width > target)
         else:
             row[name] = {**ratio.as_dict(), "reference": ref["model"]}
     return row

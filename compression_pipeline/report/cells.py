@@ -21,7 +21,7 @@ BENCH_FIELDS = ("runtime", "provider", "device", "batch_size", "threads", "p50_m
                 # and mean, other processes' CPU use during the cell, the speedup's interval (reference / this cell,
                 # the median of per-round ratios), the ratio to the PyTorch baseline on PyTorch eager
                 "session", "rounds", "round_p50_ms", "round_mean_ms", "round_blocks", "others_cores", "speedup_ci",
-                "speedup_resolved", "speedup_rounds", "speedup_reference", "vs_torch_eager")
+                "speedup_resolved", "speedup_rounds", "speedup_reference", "speedup_unstable", "vs_torch_eager")
 
 
 def precision(row: dict) -> str:

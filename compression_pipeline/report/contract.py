@@ -22,8 +22,9 @@ Added with the interleaved benchmark session: ``benchmark_sessions`` (id -> roun
 half-width, else the budget ended it), ``under_load`` and the load it saw); per model ``benchmark_session`` (its id);
 per benchmark row ``session``, ``rounds``, ``round_p50_ms``, ``round_mean_ms``, ``others_cores`` and, against the
 baseline, ``speedup_vs_baseline`` (now the median of the per-round ratios), ``speedup_ci``, ``speedup_resolved``
-(the interval excludes 1), ``speedup_rounds``, ``speedup_reference``; ``vs_torch_eager`` (the PyTorch baseline on
-PyTorch eager over this cell: value, ci, resolved). The comparisons' ratios carry ``ci`` and ``resolved`` too.
+(the interval excludes 1), ``speedup_rounds``, ``speedup_reference``, ``speedup_unstable`` (wider than the
+target), ``round_blocks`` (rounds per session process); ``vs_torch_eager`` (the PyTorch baseline on PyTorch eager
+over this cell: value, ci, resolved). The comparisons' ratios carry ``ci`` and ``resolved`` too.
 
 Added with training on devices: each model's ``training`` (``device``, ``processes``, ``backend``, ``precision``,
 ``preload``, ``augment``, ``epochs``, ``train_s``, ``wall_s``, ``samples_per_s``; null when it was not trained here).

@@ -80,6 +80,14 @@ def session_lines(report: dict) -> list[str]:
         text = (f"Benchmark session {sid}: {models} models, {s['cells']} cells, {s['rounds']} rounds in "
                 f"{s['seconds']:.0f} s ({ended}); other processes used "
                 f"{'?' if load is None else f'{load:.2f}'} of {s['cpu_count']} cores (median round).")
+        wide = [(m, r) for m in report["models"] if m.get("benchmark_session") == sid for r in m["benchmarks"]
+                if r.get("speedup_unstable")]
+        if wide:
+            loads = [r["others_cores"] for _, r in wide if r.get("others_cores") is not None]
+            text += (f" {len(wide)} speedup(s) stayed wider than +-{100 * s['target_half_width']:.0f}% (other "
+                     f"processes used {sum(loads) / len(loads) if loads else 0:.2f} cores on average while their cells "
+                     "ran): " + ", ".join(f"{m['framework']}_{m['name']} {cell_label(cell(r))}" for m, r in wide[:8])
+                     + (" ..." if len(wide) > 8 else "") + ".")
         if s.get("under_load"):
             text += (" **Measured under sustained load**: interleaving evens out bursts, not a job that shares the "
                      "cores for the whole session; these speedups are flagged and the candidate is not chosen on "
